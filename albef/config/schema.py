@@ -1,0 +1,168 @@
+"""Typed configuration: the single source of truth for every run.
+
+YAML files and ``--set`` overrides are only serialisations of these dataclasses (see ``albef.config.io``).
+Defaults are the official full-size values (``configs/*.yaml`` and ``configs/config_bert.json`` of the
+official repository); presets in ``albef/config/presets/`` change only what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve"]
+Precision = Literal["fp32", "bf16", "fp16", "amp_bf16", "amp_fp16"]
+Schedule = Literal["cosine", "staircase"]
+BadImagePolicy = Literal["error", "skip"]
+
+
+@dataclass
+class VisionConfig:
+    """ViT image encoder (timm ``VisionTransformer``, pre-norm, no head)."""
+
+    image_res: int = 256
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class TextConfig:
+    """BERT-style text encoder (layers ``[0, fusion_layer)``) and fusion encoder (the rest).
+
+    ``num_layers`` counts both stacks. ``encoder_width`` is the input width of the cross-attention key and
+    value projections, i.e. the width of the image tokens they attend to.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    fusion_layer: int = 6
+    encoder_width: int = 768
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    """The ALBEF model: encoders, shared embedding space, momentum distillation and queues."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    embed_dim: int = 256
+    temp: float = 0.07
+    queue_size: int = 65536
+    momentum: float = 0.995
+    alpha: float = 0.4
+    alpha_warmup: bool = True
+    """Ramp alpha linearly over the first epoch (official ``warm_up``)."""
+    distill: bool = True
+    mlm_probability: float = 0.15
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is batched.
+
+    Paths are the official JSON files, unchanged. ``root`` is prepended to relative annotation paths;
+    image paths inside the files are joined to ``image_root`` (or ``vqa_root``/``vg_root`` for VQA).
+    """
+
+    root: str = ""
+    synthetic_size: str | None = None
+    """If set (``small``/``medium``), ``root`` holds the embedded synthetic world of that size and any command
+    generates it there on first use (seed ``synthetic_seed``)."""
+    synthetic_seed: int = 0
+    train_files: list[str] = field(default_factory=list)
+    val_file: str | None = None
+    test_file: str | None = None
+    answer_list: str | None = None
+    image_root: str = ""
+    vqa_root: str = ""
+    vg_root: str = ""
+    tokenizer: str = "bert-base-uncased"
+    """A hub name or a local directory holding a WordPiece ``vocab.txt`` (and optionally tokenizer files)."""
+    max_words: int = 30
+    max_tokens_train: int | None = 25
+    """Token truncation for training texts (``None``: pad to the longest, never truncate)."""
+    max_tokens_eval: int | None = 30
+    batch_size_train: int = 64
+    batch_size_test: int = 64
+    num_workers: int = 4
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    bad_images: BadImagePolicy = "error"
+    """``error`` stops at the first unreadable image; ``skip`` drops it, counts it and reports it at the end."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with the official parameter groups and a warm-up + cosine schedule."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    epochs: int = 30
+    schedule: Schedule = "cosine"
+    """``cosine``: per-step linear warm-up then cosine to ``min_lr``. ``staircase``: the official
+    epoch-based schedule, whose warm-up advances every 100 iterations (for parity)."""
+    warmup_lr: float = 1e-5
+    warmup_epochs: int = 20
+    """``staircase`` warm-up length, in the official unit (steps of 100 iterations)."""
+    warmup_steps: int = 2000
+    """``cosine`` warm-up length in optimizer steps."""
+    min_lr: float = 1e-5
+    accum_steps: int = 1
+    clip_grad_norm: float | None = None
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (``None``: run every epoch)."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol knobs."""
+
+    k_test: int = 256
+    """Retrieval: candidates re-ranked by ITM per query. VQA: answers re-ranked per question."""
+    text_batch_size: int = 256
+    max_question_words: int = 50
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how a run executes."""
+
+    device: str = "auto"
+    precision: Precision = "fp32"
+    seed: int = 42
+    output_dir: str = "runs/default"
+    compile: bool = False
+    channels_last: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 0
+    """Save a checkpoint every N optimizer steps (0: only at epoch end)."""
+    keep_last: int = 2
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a command needs; one YAML file serialises one of these."""
+
+    name: str = "pretrain"
+    task: Task = "pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -1,0 +1,34 @@
+"""Shared fixtures: locations of the read-only ../shared folder (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ALBEF_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared reference folder not found at {SHARED} (set ALBEF_SHARED to point at it)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "data" / "real"
+    if not path.is_dir():
+        pytest.skip(f"real annotation files not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "reference"
+    if not path.is_dir():
+        pytest.skip(f"official reference fixtures not found at {path}")
+    return path
