@@ -16,6 +16,7 @@ from albef.version import __version__
 
 # Order here is the order in ``albef --help``.
 COMMAND_MODULES = (
+    "albef.cli.quickstart",
     "albef.cli.data",
     "albef.cli.config_cmd",
     "albef.cli.ls",

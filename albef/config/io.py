@@ -65,7 +65,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _type_error(value, tp, where)
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -97,9 +99,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _type_error(value: Any, tp: Any, where: str) -> ConfigError:
-    return ConfigError(
-        f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})"
-    )
+    return ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<dict>", section: str = "") -> T:
@@ -192,7 +192,9 @@ def resolve_layers(path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, A
     if not isinstance(base, str):
         raise ConfigError(f"{path}: '{BASE_KEY}' must be a preset name or a file path, got {base!r}")
     candidate = path.parent / base
-    base_path = candidate if candidate.suffix in (".yaml", ".yml") and candidate.exists() else preset_path(base)
+    base_path = (
+        candidate if candidate.suffix in (".yaml", ".yml") and candidate.exists() else preset_path(base)
+    )
     return merge(resolve_layers(base_path, (*_seen, key)), data)
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve"]
 Precision = Literal["fp32", "bf16", "fp16", "amp_bf16", "amp_fp16"]
 Schedule = Literal["cosine", "staircase"]
-BadImagePolicy = Literal["error", "skip"]
+BadImageMode = Literal["error", "skip"]
 
 
 @dataclass
@@ -101,7 +101,7 @@ class DataConfig:
     num_workers: int = 4
     pin_memory: bool = True
     persistent_workers: bool = True
-    bad_images: BadImagePolicy = "error"
+    bad_images: BadImageMode = "error"
     """``error`` stops at the first unreadable image; ``skip`` drops it, counts it and reports it at the end."""
 
 

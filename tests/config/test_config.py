@@ -22,13 +22,19 @@ from albef.registry import UnknownNameError
 
 # Values of the official configs/*.yaml (salesforce/ALBEF @ b9727e4), spec §6.1.
 OFFICIAL = {
-    "pretrain": dict(image_res=256, batch=64, lr=1e-4, epochs=30, warmup_lr=1e-5, warmup_epochs=20, min_lr=1e-5),
-    "retrieval_coco": dict(image_res=384, batch=32, lr=1e-5, epochs=5, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-6),
+    "pretrain": dict(
+        image_res=256, batch=64, lr=1e-4, epochs=30, warmup_lr=1e-5, warmup_epochs=20, min_lr=1e-5
+    ),
+    "retrieval_coco": dict(
+        image_res=384, batch=32, lr=1e-5, epochs=5, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-6
+    ),
     "retrieval_flickr": dict(
         image_res=384, batch=32, lr=1e-5, epochs=10, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-6
     ),
     "vqa": dict(image_res=384, batch=32, lr=2e-5, epochs=8, warmup_lr=1e-5, warmup_epochs=4, min_lr=1e-6),
-    "nlvr_pretrain": dict(image_res=256, batch=64, lr=2e-5, epochs=1, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-5),
+    "nlvr_pretrain": dict(
+        image_res=256, batch=64, lr=2e-5, epochs=1, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-5
+    ),
     "nlvr": dict(image_res=384, batch=16, lr=2e-5, epochs=10, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-6),
     "ve": dict(image_res=384, batch=32, lr=2e-5, epochs=5, warmup_lr=1e-5, warmup_epochs=1, min_lr=1e-6),
 }
@@ -48,7 +54,11 @@ def test_official_presets_reproduce_official_values(name: str) -> None:
     assert cfg.optim.min_lr == pytest.approx(want["min_lr"])
     assert cfg.optim.schedule == "staircase"
     # BERT-base and ViT-B/16 sizes from configs/config_bert.json and models/vit.py.
-    assert (cfg.model.text.hidden_size, cfg.model.text.num_layers, cfg.model.text.fusion_layer) == (768, 12, 6)
+    assert (cfg.model.text.hidden_size, cfg.model.text.num_layers, cfg.model.text.fusion_layer) == (
+        768,
+        12,
+        6,
+    )
     assert (cfg.model.vision.width, cfg.model.vision.depth, cfg.model.vision.patch_size) == (768, 12, 16)
     assert cfg.model.text.vocab_size == 30522 and cfg.model.text.layer_norm_eps == 1e-12
 
@@ -121,7 +131,9 @@ def test_unknown_key_names_key_file_and_valid_keys(tmp_path: Path) -> None:
 def test_unknown_top_level_section(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("trainer:\n  lr: 1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'trainer' in section '<top>'.*valid keys: data, eval"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'trainer' in section '<top>'.*valid keys: data, eval"
+    ):
         load_config(path)
 
 
@@ -180,7 +192,7 @@ def test_circular_base_is_an_error(tmp_path: Path) -> None:
 
 
 def test_malformed_override() -> None:
-    with pytest.raises(ConfigError, match="must look like section.key=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_config(None, ["optim.lr"])
 
 

@@ -1,0 +1,297 @@
+"""Torch datasets for every task, over the typed records of ``albef.data.formats``.
+
+Every random choice of a sample (the caption drawn from a list, the augmentation) is a pure function of
+``(seed, epoch, index)``: each sample runs under its own forked torch RNG. The same epoch therefore yields
+the same samples whatever the number of workers, and a run resumed mid-epoch sees exactly the samples an
+uninterrupted run would have seen.
+
+With ``bad_images="skip"`` an unreadable image does not stop the run: the sample becomes the
+:class:`~albef.data.images.SkippedImage` describing it, which the collate functions drop and carry along
+so the main process can count and report it (see ``albef.data.collate``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from albef.data.errors import DataError
+from albef.data.images import BadImageMode, BadImagePolicy, SkippedImage
+from albef.data.records import (
+    NLVRRecord,
+    PretrainRecord,
+    RetrievalEvalSet,
+    RetrievalTrainRecord,
+    VERecord,
+    VQARecord,
+)
+from albef.data.text import pre_caption, pre_question
+
+Transform = Callable[[Image.Image], Tensor]
+R = TypeVar("R")
+
+
+class _Skip(Exception):
+    """Raised inside a sample build when an image is skipped; carries the record of the skip."""
+
+    def __init__(self, skipped: SkippedImage) -> None:
+        super().__init__(str(skipped))
+        self.skipped = skipped
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that is a pure function of ``(seed, epoch, index)`` (numpy's ``SeedSequence`` mixing)."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]
+    return int(state) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def resolve_image(root: str | Path, image: str) -> Path:
+    """Join a record's image path to its root (absolute paths are kept, as the official pretraining lists)."""
+    path = Path(image)
+    return path if path.is_absolute() else Path(root) / path
+
+
+class RecordDataset(Dataset[Any], Generic[R]):
+    """Records + image loading + per-sample deterministic randomness.
+
+    Args:
+        records: Typed records of one file.
+        transform: PIL image -> tensor (3, R, R).
+        source: The annotation file, named in error messages.
+        seed: Base seed of the per-sample RNG.
+        bad_images: ``"error"`` raises a :class:`DataError` for an unreadable image; ``"skip"`` returns the
+            :class:`SkippedImage` record in place of the sample.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[R],
+        transform: Transform,
+        *,
+        source: str,
+        seed: int = 0,
+        bad_images: BadImageMode = "error",
+    ) -> None:
+        self.records = list(records)
+        self.transform = transform
+        self.source = source
+        self.seed = seed
+        self.epoch = 0
+        self.policy = BadImagePolicy(bad_images)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose randomness ``__getitem__`` reproduces."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Any:
+        rng_seed = sample_seed(self.seed, self.epoch, index)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(rng_seed)
+                return self.build(self.records[index], index, random.Random(rng_seed))
+        except _Skip as skip:
+            return skip.skipped
+
+    def image(self, root: str | Path, image: str, index: int) -> Tensor:
+        """Load and transform one image of record ``index`` (raises or skips per the bad-image policy)."""
+        loaded = self.policy.load(resolve_image(root, image), source=self.source, index=index)
+        if isinstance(loaded, SkippedImage):
+            raise _Skip(loaded)
+        return self.transform(loaded)
+
+    def build(self, record: R, index: int, rng: random.Random) -> Any:
+        """Turn one record into a sample; subclasses implement it."""
+        raise NotImplementedError
+
+
+@dataclass
+class CaptionSample:
+    """An image and one pre-processed caption (pretraining, text assignment)."""
+
+    image: Tensor
+    caption: str
+
+
+class PretrainDataset(RecordDataset[PretrainRecord]):
+    """Pretraining pairs; a caption is drawn uniformly from the record's list at each access."""
+
+    def __init__(
+        self,
+        records: Sequence[PretrainRecord],
+        image_root: str | Path,
+        transform: Transform,
+        max_words: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(records, transform, **kwargs)
+        self.image_root = image_root
+        self.max_words = max_words
+
+    def build(self, record: PretrainRecord, index: int, rng: random.Random) -> CaptionSample:
+        caption = record.captions[rng.randrange(len(record.captions))]
+        return CaptionSample(
+            self.image(self.image_root, record.image, index), pre_caption(caption, self.max_words)
+        )
+
+
+@dataclass
+class RetrievalSample:
+    """An image, one caption and the image's contiguous id (the ITC positive key)."""
+
+    image: Tensor
+    caption: str
+    idx: int
+
+
+class RetrievalTrainDataset(RecordDataset[RetrievalTrainRecord]):
+    """Retrieval finetuning pairs, one per caption."""
+
+    def __init__(
+        self,
+        records: Sequence[RetrievalTrainRecord],
+        image_root: str | Path,
+        transform: Transform,
+        max_words: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(records, transform, **kwargs)
+        self.image_root = image_root
+        self.max_words = max_words
+
+    def build(self, record: RetrievalTrainRecord, index: int, rng: random.Random) -> RetrievalSample:
+        image = self.image(self.image_root, record.image, index)
+        return RetrievalSample(image, pre_caption(record.caption, self.max_words), record.idx)
+
+
+@dataclass
+class IndexedImage:
+    """An evaluation image and its position in the split."""
+
+    image: Tensor
+    index: int
+
+
+class RetrievalEvalImages(RecordDataset[str]):
+    """The images of a retrieval val/test split, in file order (texts: :func:`retrieval_eval_texts`)."""
+
+    def __init__(
+        self, split: RetrievalEvalSet, image_root: str | Path, transform: Transform, **kwargs: Any
+    ) -> None:
+        super().__init__(split.images, transform, **kwargs)
+        self.image_root = image_root
+
+    def build(self, record: str, index: int, rng: random.Random) -> IndexedImage:
+        return IndexedImage(self.image(self.image_root, record, index), index)
+
+
+def retrieval_eval_texts(split: RetrievalEvalSet, max_words: int = 30) -> list[str]:
+    """The split's captions after ``pre_caption``, in text-id order."""
+    return [pre_caption(text, max_words) for text in split.texts]
+
+
+@dataclass
+class VQASample:
+    """A question with its image; answers/weights for training, ``question_id`` for testing."""
+
+    image: Tensor
+    question: str
+    answers: tuple[str, ...]
+    weights: tuple[float, ...]
+    question_id: int | None
+
+
+class VQADataset(RecordDataset[VQARecord]):
+    """VQA questions; each record's image root is chosen by its ``dataset`` field (``vqa`` or ``vg``)."""
+
+    def __init__(
+        self,
+        records: Sequence[VQARecord],
+        roots: Mapping[str, str | Path],
+        transform: Transform,
+        max_words: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(records, transform, **kwargs)
+        self.roots = dict(roots)
+        self.max_words = max_words
+
+    def build(self, record: VQARecord, index: int, rng: random.Random) -> VQASample:
+        if record.dataset not in self.roots:
+            raise DataError(
+                self.source, f"no image root for dataset {record.dataset!r}", index=index, field="dataset"
+            )
+        image = self.image(self.roots[record.dataset], record.image, index)
+        question = pre_question(record.question, self.max_words)
+        return VQASample(image, question, record.answers, record.weights, record.question_id)
+
+
+@dataclass
+class PairSample:
+    """Two images, a statement and its label (NLVR²)."""
+
+    image0: Tensor
+    image1: Tensor
+    sentence: str
+    label: int
+
+
+class NLVRDataset(RecordDataset[NLVRRecord]):
+    """NLVR² examples; label 1 means the statement is true of the pair."""
+
+    def __init__(
+        self,
+        records: Sequence[NLVRRecord],
+        image_root: str | Path,
+        transform: Transform,
+        max_words: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(records, transform, **kwargs)
+        self.image_root = image_root
+        self.max_words = max_words
+
+    def build(self, record: NLVRRecord, index: int, rng: random.Random) -> PairSample:
+        first = self.image(self.image_root, record.images[0], index)
+        second = self.image(self.image_root, record.images[1], index)
+        return PairSample(first, second, pre_caption(record.sentence, self.max_words), int(record.label))
+
+
+@dataclass
+class LabelledSample:
+    """An image, a sentence and a class label (SNLI-VE)."""
+
+    image: Tensor
+    sentence: str
+    label: int
+
+
+class VEDataset(RecordDataset[VERecord]):
+    """SNLI-VE examples (2 entailment, 1 neutral, 0 contradiction)."""
+
+    def __init__(
+        self,
+        records: Sequence[VERecord],
+        image_root: str | Path,
+        transform: Transform,
+        max_words: int = 30,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(records, transform, **kwargs)
+        self.image_root = image_root
+        self.max_words = max_words
+
+    def build(self, record: VERecord, index: int, rng: random.Random) -> LabelledSample:
+        image = self.image(self.image_root, record.image, index)
+        return LabelledSample(image, pre_caption(record.sentence, self.max_words), record.label)

@@ -1,0 +1,414 @@
+"""The text tokenizer: an uncased WordPiece (BERT) tokenizer that encodes texts the official ALBEF way.
+
+The official code uses a modified ``BertTokenizer`` (spec §4.3): a single text is encoded as
+``[CLS] x1 … xn`` with **no trailing [SEP]**. Here the same layout is produced by the fast tokenizer's
+post-processor (``TemplateProcessing(single="[CLS] $A")``), so truncation at N tokens keeps N − 1 word
+pieces plus the [CLS], exactly as the official tokenizer does, instead of chopping ids afterwards.
+
+The three official call sites (spec §4.3) map onto :meth:`TextTokenizer.encode` as: longest padding with
+truncation at N tokens -> ``encode(texts, max_length=N)`` (pretraining, VQA train questions); max_length
+padding with truncation -> ``encode(texts, padding="max_length", max_length=N)`` (retrieval evaluation);
+longest padding, no truncation -> ``encode(texts)`` (everything else, including retrieval training).
+
+One loading path (:func:`load_tokenizer`) serves both ``bert-base-uncased`` and the small vocabularies
+that :func:`train_wordpiece` learns for the synthetic world.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tokenizers import normalizers, pre_tokenizers, processors
+
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_FILE = "tokenizer.json"
+HUB_PATTERNS = [VOCAB_FILE, TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json"]
+"""The files fetched for a hub id: the tokenizer's, not the model weights."""
+PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
+"""The special tokens in the order :func:`train_wordpiece` writes them (ids 0-4)."""
+
+Padding = Literal["longest", "max_length"]
+
+# A Hugging Face hub id: "name" or "owner/name", no path syntax.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch of token ids.
+
+    Attributes:
+        input_ids: (B, L) int64 token ids, ``[CLS]`` first, padded with the pad id.
+        attention_mask: (B, L) int64, 1 on real tokens and 0 on padding.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        """Return a copy of the batch on ``device``."""
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
+
+
+class TextTokenizer:
+    """An uncased BERT WordPiece tokenizer with the official ``[CLS] text`` (no [SEP]) layout.
+
+    Build it with :func:`load_tokenizer`. The wrapper takes ownership of ``backend``: it replaces the backend's
+    post-processor so that a single text gets ``[CLS]`` and no ``[SEP]`` (a pair would get
+    ``[CLS] A [SEP] B [SEP]``; ALBEF uses none).
+
+    Args:
+        backend: A transformers *fast* BERT tokenizer (``BertTokenizerFast``).
+
+    Raises:
+        ValueError: If the vocabulary lacks one of ``[PAD] [UNK] [CLS] [SEP] [MASK]``.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        # The model's own vocabulary: transformers would silently append a missing special token as a new id.
+        vocab = backend.backend_tokenizer.get_vocab(with_added_tokens=False)
+        missing = [token for token in SPECIAL_TOKENS if token not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer vocabulary lacks the special token(s) {missing}")
+        if len(vocab) <= len(
+            SPECIAL_TOKENS
+        ):  # transformers v5 builds such a stub when it finds no vocabulary
+            raise ValueError("tokenizer vocabulary holds nothing but the special tokens")
+        cls_id, sep_id = vocab[CLS_TOKEN], vocab[SEP_TOKEN]
+        backend.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{CLS_TOKEN} $A",
+            pair=f"{CLS_TOKEN} $A {SEP_TOKEN} $B:1 {SEP_TOKEN}:1",
+            special_tokens=[(CLS_TOKEN, cls_id), (SEP_TOKEN, sep_id)],
+        )
+        self._backend = backend
+        self._ids = {token: int(vocab[token]) for token in SPECIAL_TOKENS}
+
+    @property
+    def pad_token_id(self) -> int:
+        """Id of ``[PAD]`` (0 for bert-base-uncased)."""
+        return self._ids[PAD_TOKEN]
+
+    @property
+    def unk_token_id(self) -> int:
+        """Id of ``[UNK]`` (100 for bert-base-uncased)."""
+        return self._ids[UNK_TOKEN]
+
+    @property
+    def cls_token_id(self) -> int:
+        """Id of ``[CLS]`` (101 for bert-base-uncased)."""
+        return self._ids[CLS_TOKEN]
+
+    @property
+    def sep_token_id(self) -> int:
+        """Id of ``[SEP]`` (102 for bert-base-uncased)."""
+        return self._ids[SEP_TOKEN]
+
+    @property
+    def mask_token_id(self) -> int:
+        """Id of ``[MASK]`` (103 for bert-base-uncased)."""
+        return self._ids[MASK_TOKEN]
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids (30522 for bert-base-uncased); the text encoder's embedding size."""
+        return len(self._backend)
+
+    def encode(
+        self, texts: Sequence[str], padding: Padding = "longest", max_length: int | None = None
+    ) -> TokenBatch:
+        """Tokenize a batch of texts as ``[CLS] tokens``, without a trailing ``[SEP]``.
+
+        Args:
+            texts: B texts (already cleaned by ``pre_caption``/``pre_question``).
+            padding: ``"longest"`` pads to the longest text in the batch; ``"max_length"`` pads every text to
+                ``max_length`` and requires it.
+            max_length: Truncate each text to this many tokens, the ``[CLS]`` included. ``None`` never truncates.
+
+        Returns:
+            A :class:`TokenBatch` of shape (B, L).
+
+        Raises:
+            ValueError: If ``padding="max_length"`` comes without ``max_length``, or ``max_length < 2``.
+            TypeError: If ``texts`` is a single string rather than a sequence of strings.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not a single string")
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+        if padding == "max_length" and max_length is None:
+            raise ValueError("padding='max_length' needs max_length")
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must leave room for [CLS] and one token, got {max_length}")
+        if len(texts) == 0:
+            raise ValueError("encode() needs at least one text")
+        encoded = self._backend(
+            list(texts),
+            padding=padding,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_tensors="pt",
+            return_attention_mask=True,
+            return_token_type_ids=False,
+        )
+        return TokenBatch(encoded["input_ids"].long(), encoded["attention_mask"].long())
+
+    def encode_answers(self, answers: Sequence[str], eos: str = SEP_TOKEN) -> TokenBatch:
+        """Tokenize VQA answers as the answer decoder's targets: ``[CLS] a1 … am [SEP]``, padded to the longest.
+
+        The official code tokenizes ``answer + '[SEP]'``; ``[SEP]`` is a special token, so it is kept whole and
+        becomes the decoder's end-of-sequence, while ``[CLS]`` serves as its start. Nothing is truncated.
+
+        Args:
+            answers: A answer strings.
+            eos: The end-of-sequence token appended to each answer; it must be a special token.
+
+        Returns:
+            A :class:`TokenBatch` of shape (A, L).
+        """
+        if isinstance(answers, str):
+            raise TypeError("encode_answers() takes a sequence of answers, not a single string")
+        if eos not in self._ids:
+            raise ValueError(f"eos must be one of the special tokens {list(self._ids)}, got {eos!r}")
+        return self.encode([answer + eos for answer in answers], padding="longest")
+
+    def tokenize(self, text: str) -> list[str]:
+        """Split one text into word pieces (no special tokens), e.g. ``"Playing"`` -> ``["play", "##ing"]``."""
+        return list(self._backend.tokenize(text))
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
+        """Turn ids back into text, joining word pieces.
+
+        Args:
+            ids: (L,) token ids.
+            skip_special_tokens: Drop ``[CLS]``, ``[SEP]``, ``[PAD]`` and the like.
+
+        Returns:
+            The decoded text.
+        """
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return str(self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens))
+
+
+def _local_candidates(name_or_path: str, root: str | Path) -> list[Path]:
+    """The directories that ``name_or_path`` may name, in the order they are tried."""
+    path = Path(name_or_path).expanduser()
+    if path.is_absolute() or not str(root):
+        return [path]
+    return [Path(root) / path, path]
+
+
+def _has_vocabulary(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in (VOCAB_FILE, TOKENIZER_FILE))
+
+
+def _hub_snapshot(repo_id: str, tried: list[str]) -> Path | None:
+    """The local folder of a hub repository's tokenizer files: the cache first, then a download.
+
+    Failures are appended to ``tried``. ``huggingface_hub`` comes with ``transformers``.
+    """
+    from huggingface_hub import snapshot_download
+
+    for local_files_only in (True, False):  # the cache first: no network round trip when it is there
+        where = "hub cache" if local_files_only else "hub download"
+        try:
+            folder = snapshot_download(
+                repo_id, allow_patterns=HUB_PATTERNS, local_files_only=local_files_only
+            )
+        except Exception as error:  # the hub client raises many types (HTTP, validation, offline, ...)
+            tried.append(f"{where} of {repo_id!r} ({type(error).__name__}: {error})")
+            continue
+        if _has_vocabulary(Path(folder)):
+            return Path(folder)
+        tried.append(f"{where} of {repo_id!r} (no vocab.txt or tokenizer.json in {folder})")
+    return None
+
+
+def load_tokenizer(name_or_path: str | Path, root: str | Path = "") -> TextTokenizer:
+    """Load an uncased BERT WordPiece tokenizer from a local directory or the Hugging Face hub.
+
+    Resolution order: ``root / name_or_path`` (when relative and ``root`` is given), then ``name_or_path``
+    itself; the first directory holding ``vocab.txt`` (or ``tokenizer.json``) wins. If neither path exists
+    and the name is a hub id (``bert-base-uncased``), its tokenizer files are taken from the local hub cache,
+    or downloaded if they are not cached. Either way the tokenizer is then read from a local directory.
+    Nothing is fetched at import time.
+
+    Args:
+        name_or_path: A directory with ``vocab.txt`` (e.g. written by :func:`train_wordpiece`) or a hub id.
+        root: Base directory for a relative ``name_or_path`` (the config's ``data.root``).
+
+    Returns:
+        The wrapped tokenizer, lower-casing, with the official ``[CLS] text`` layout.
+
+    Raises:
+        FileNotFoundError: If no vocabulary is found; the message lists every place tried.
+        ValueError: If the vocabulary lacks a BERT special token.
+    """
+    name = os.fspath(name_or_path)
+    tried: list[str] = []
+    directory: Path | None = None
+    for candidate in _local_candidates(name, root):
+        if _has_vocabulary(candidate):
+            directory = candidate
+            break
+        tried.append(
+            f"directory {candidate} ({'has no vocab.txt' if candidate.is_dir() else 'does not exist'})"
+        )
+    local_path_exists = any(path.exists() for path in _local_candidates(name, root))
+    if directory is None and _HUB_ID.match(name) and not local_path_exists:
+        directory = _hub_snapshot(name, tried)
+    if directory is None:
+        raise FileNotFoundError(f"cannot load tokenizer {name!r}: " + "; ".join(tried))
+    # Imported here: transformers is heavy. (v5 exports the name through an alias that mypy cannot see.)
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined,unused-ignore]
+
+    return TextTokenizer(BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training a small vocabulary (the synthetic world).
+
+
+def _count_words(texts: Iterable[str]) -> Counter[str]:
+    """Count the words of a corpus after BERT's uncased normalisation and pre-tokenisation.
+
+    These are the same ``tokenizers`` components that :class:`TextTokenizer` runs when encoding, so the
+    learned pieces are exactly the strings the WordPiece model will later look up.
+    """
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    return counts
+
+
+def _initial_alphabet(words: Iterable[str]) -> list[str]:
+    """Every character both as a word start (``c``) and as a continuation (``##c``), sorted.
+
+    Having both forms of every seen character means no word made of seen characters becomes ``[UNK]``.
+    """
+    chars = sorted({char for word in words for char in word})
+    return chars + [f"##{char}" for char in chars]
+
+
+def _split(word: str) -> list[str]:
+    return [word[0]] + [f"##{char}" for char in word[1:]]
+
+
+def _pairs(symbols: list[str]) -> Counter[tuple[str, str]]:
+    return Counter(pairwise(symbols))
+
+
+def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """Replace each left-to-right occurrence of ``pair`` by one piece (``"ca" + "##t"`` -> ``"cat"``)."""
+    merged: list[str] = []
+    i = 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            merged.append(symbols[i] + symbols[i + 1][2:])
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return merged
+
+
+def _learn_pieces(counts: Counter[str], budget: int, min_frequency: int) -> list[str]:
+    """Learn up to ``budget`` new word pieces by greedy pair merges (WordPiece training as BPE).
+
+    Each step merges the adjacent pair with the highest corpus frequency; ties go to the lexicographically
+    smallest pair, which makes the result independent of hash order and thread scheduling.
+    """
+    words = sorted(counts)
+    symbols = [_split(word) for word in words]
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    where: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
+    for index, word in enumerate(words):
+        for pair, n in _pairs(symbols[index]).items():
+            pair_counts[pair] += n * counts[word]
+            where[pair].add(index)
+    learned: list[str] = []
+    seen: set[str] = set()
+    while len(learned) < budget and pair_counts:
+        best, best_count = min(pair_counts.items(), key=lambda item: (-item[1], item[0]))
+        if best_count < min_frequency:
+            break
+        for index in sorted(where.pop(best)):
+            weight = counts[words[index]]
+            pair_counts.subtract({pair: n * weight for pair, n in _pairs(symbols[index]).items()})
+            symbols[index] = _merge(symbols[index], best)
+            for pair, n in _pairs(symbols[index]).items():
+                pair_counts[pair] += n * weight
+                where[pair].add(index)
+        pair_counts = +pair_counts  # drop pairs whose count fell to zero (the merged pair among them)
+        piece = best[0] + best[1][2:]
+        if piece not in seen:
+            seen.add(piece)
+            learned.append(piece)
+    return learned
+
+
+def train_wordpiece(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int = 512, *, min_frequency: int = 2
+) -> Path:
+    """Learn a lower-case BERT WordPiece vocabulary from a corpus and write ``out_dir/vocab.txt``.
+
+    The file has the standard BERT layout and exactly ``vocab_size`` lines: ``[PAD]`` (id 0), ``[UNK]``,
+    ``[CLS]``, ``[SEP]``, ``[MASK]`` (ids 1-4), the alphabet (every seen character as ``c`` and ``##c``),
+    the learned pieces in the order they were merged, then ``[unused0]``, ``[unused1]``… to fill up.
+
+    Why not ``tokenizers.trainers.WordPieceTrainer``: its tie-breaking depends on per-process hash seeds, so
+    the same corpus gives a different vocabulary in each process. The merge loop here is the same algorithm
+    (BPE merges over ``##``-prefixed continuations) with ties broken by the pair's text, so the same corpus
+    always gives a byte-identical file. Normalisation and pre-tokenisation are the ``tokenizers`` BERT
+    components. It counts unique words and updates pair counts incrementally: meant for small corpora
+    such as the synthetic world, not for re-learning a 30k vocabulary.
+
+    Args:
+        texts: The corpus, one caption or question per item.
+        out_dir: Directory to write ``vocab.txt`` into (created if needed); load it with :func:`load_tokenizer`.
+        vocab_size: Exact number of lines of the written file.
+        min_frequency: A pair is merged only if it occurs at least this often in the corpus.
+
+    Returns:
+        ``out_dir``, the directory that :func:`load_tokenizer` accepts.
+
+    Raises:
+        ValueError: If the corpus is empty or the special tokens plus the alphabet exceed ``vocab_size``.
+    """
+    counts = _count_words(texts)
+    if not counts:
+        raise ValueError("cannot train a WordPiece vocabulary on an empty corpus")
+    alphabet = _initial_alphabet(counts)
+    base = [*SPECIAL_TOKENS, *alphabet]
+    if len(base) > vocab_size:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: the corpus needs {len(SPECIAL_TOKENS)} special tokens and an "
+            f"alphabet of {len(alphabet)} pieces ({len(alphabet) // 2} characters) = {len(base)} entries"
+        )
+    learned = [
+        piece for piece in _learn_pieces(counts, vocab_size - len(base), min_frequency) if piece not in base
+    ]
+    tokens = base + learned
+    tokens += [f"[unused{i}]" for i in range(vocab_size - len(tokens))]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{VOCAB_FILE}.tmp"
+    tmp.write_text("".join(f"{token}\n" for token in tokens), encoding="utf-8", newline="\n")
+    os.replace(tmp, out / VOCAB_FILE)  # atomic: a reader never sees a half-written vocabulary
+    return out
