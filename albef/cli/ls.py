@@ -19,8 +19,22 @@ def _synthetic_sizes() -> list[tuple[str, str]]:
     return [(name, spec.description) for name, spec in SIZES.items()]
 
 
+def _models() -> list[tuple[str, str]]:
+    from albef.models.builders import MODEL_PRESETS
+
+    return [(name, MODEL_PRESETS.describe(name)) for name in MODEL_PRESETS.names()]
+
+
+def _tasks() -> list[tuple[str, str]]:
+    from albef.models.builders import TASK_MODELS
+
+    return [(name, TASK_MODELS.describe(name)) for name in TASK_MODELS.names()]
+
+
 LISTINGS: dict[str, tuple[str, Callable[[], list[tuple[str, str]]]]] = {
     "configs": ("experiment presets for --config", _configs),
+    "models": ("model presets (sizes) for the task models", _models),
+    "tasks": ("task models that configs and checkpoints name", _tasks),
     "synthetic-sizes": ("sizes of the embedded synthetic world (albef data synth --size)", _synthetic_sizes),
 }
 
