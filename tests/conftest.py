@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ALBEF_SHARED", REPO_ROOT.parent / "shared"))
@@ -32,3 +34,16 @@ def reference_dir(shared_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"official reference fixtures not found at {path}")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """Run the suite with one torch thread.
+
+    The tests' models are tiny, so a second thread never pays; on a busy 2-core host every parallel operator
+    also stalls at an OpenMP barrier for a descheduled thread (one module went from 10 s to 146 s that way).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

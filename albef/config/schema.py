@@ -51,6 +51,9 @@ class TextConfig:
     pad_token_id: int = 0
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
+    initializer_range: float = 0.02
+    """Std of the normal init of linear/embedding weights when training from scratch (BERT's 0.02 suits
+    width 768; small widths such as the synthetic preset's 128 need about 1/sqrt(width))."""
 
 
 @dataclass
@@ -101,6 +104,9 @@ class DataConfig:
     num_workers: int = 4
     pin_memory: bool = True
     persistent_workers: bool = True
+    augment: bool = True
+    """Train-time augmentation (random resized crop, horizontal flip, RandAugment), as the official recipe.
+    The synthetic presets turn it off: flips and crops would falsify their captions' spatial relations."""
     bad_images: BadImageMode = "error"
     """``error`` stops at the first unreadable image; ``skip`` drops it, counts it and reports it at the end."""
 

@@ -29,6 +29,30 @@ ImageStates = Tensor | Sequence[Tensor]
 """Cross-attention context: one tensor (B, S, D) or, for NLVR², one per image, used by layers in turn."""
 
 
+INIT_STD = 0.02
+"""BERT's ``initializer_range``: std of the normal init of linear and embedding weights."""
+
+
+def init_bert_weights(module: nn.Module, std: float = INIT_STD) -> None:
+    """BERT initialisation: normal(0, std) weights, zero biases, LayerNorm (1, 0). Use with ``apply``."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def prefer_math_attention(q: Tensor) -> bool:
+    """Whether plain-math attention beats the fused SDPA kernel: on CPU in bf16/fp16 (measured 7-30% faster
+    without AMX; see benchmarks/README.md). Everywhere else SDPA is used."""
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+
+
 def padding_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """Additive mask (B, 1, 1, L) from a 0/1 mask (B, L): 0 where attended, -10000 where padded."""
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * MASK_VALUE
@@ -98,7 +122,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             mask = mask.to(q.dtype)
         p = self.dropout if self.training else 0.0
-        if self.fused:
+        if self.fused and not prefer_math_attention(q):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
             scores = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5)
@@ -207,6 +231,7 @@ class BertStack(nn.Module):
         self.encoder = LayerStack(
             [BertLayer(cfg, cross_attention=i >= self.fusion_layer) for i in range(self.num_layers)]
         )
+        self.apply(lambda module: init_bert_weights(module, cfg.initializer_range))
 
     def self_mask(self, attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
         """The additive self-attention mask for this stack (causal for a decoder)."""
@@ -284,6 +309,7 @@ class MLMHead(nn.Module):
         super().__init__()
         self.transform = ResidualFreeTransform(cfg)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.transform.apply(lambda module: init_bert_weights(module, cfg.initializer_range))
         self.decoder.weight = word_embeddings.weight
         nn.init.zeros_(self.decoder.bias)
         # One tensor under both names, as in BERT (``predictions.bias`` is ``predictions.decoder.bias``).

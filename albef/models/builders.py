@@ -139,7 +139,8 @@ def albef_tiny() -> ModelConfig:
 
 
 @MODEL_PRESETS.register(
-    "albef_synthetic", help="CPU-sized model of the synthetic presets (128-wide, 4 ViT blocks, 2 text + 2 fusion layers)"
+    "albef_synthetic",
+    help="CPU-sized model of the synthetic presets (128-wide, 4 ViT blocks, 2 text + 2 fusion layers)",
 )
 def albef_synthetic() -> ModelConfig:
     """The model section of the ``synthetic_*`` experiment presets."""

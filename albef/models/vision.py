@@ -42,8 +42,20 @@ class VisionEncoder(VisionTransformer):
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """Images (B, 3, R, R) -> tokens (B, 1 + N, D); index 0 is the image [CLS]."""
+        self._select_attention(x)
         out: Tensor = self.forward_features(x)
         return out
+
+    def _select_attention(self, x: Tensor) -> None:
+        """timm's fused SDPA, except on CPU under bf16/fp16 where plain math is faster (as in the BERT)."""
+        low = x.dtype in (torch.bfloat16, torch.float16) or (
+            x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        )
+        fused = not (x.device.type == "cpu" and low)
+        for block in self.blocks:
+            attn = block.attn
+            if isinstance(attn, nn.Module) and hasattr(attn, "fused_attn"):
+                setattr(attn, "fused_attn", fused)  # noqa: B010  # a plain bool attribute of timm's Attention
 
     @property
     def num_tokens(self) -> int:

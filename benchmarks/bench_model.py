@@ -1,0 +1,461 @@
+"""Stage throughput of the ALBEF model against an eager-attention baseline that holds the same weights.
+
+Three inference stages of ``ContrastiveALBEF`` (the retrieval / pretraining core) are timed:
+
+- ``image``: ``encode_image`` — the ViT over all patches, ``vision_proj`` of the [CLS], L2 norm (images/s);
+- ``text``: ``encode_text`` — embeddings, the text-mode layers ``[0, fusion_layer)``, ``text_proj``, norm (texts/s);
+- ``fusion_itm``: ``fuse`` + ``itm_logits`` — the fusion layers on given text states with cross-attention to
+  given image tokens, then ``itm_head`` on the fused [CLS] (image-text pairs/s).
+
+The baseline stands in for the official code, which no longer runs on current transformers: it is the code
+the official ``xbert.py`` / ``vit.py`` were copied from, with their eager attention (matmul, softmax, matmul):
+transformers' ``BertModel`` (text layers) and ``BertEncoder`` (fusion layers with cross-attention), both with
+``attn_implementation="eager"``, and timm's ``VisionTransformer`` with ``fused_attn=False`` in every block.
+Our weights are loaded into it strictly, and the outputs of both are compared before anything is timed.
+
+Usage::
+
+    python benchmarks/bench_model.py --presets tiny,base --precisions fp32,bf16 --device cpu \\
+        --batch-size 8 --image-res 256 --text-len 30 --warmup 2 --iters 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from _common import (
+    PRECISIONS,
+    environment,
+    inference,
+    load_average,
+    peak_memory_mib,
+    reset_peak_memory,
+    summarise,
+    timed_call,
+    weight_dtype,
+)
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+from transformers import BertConfig, BertModel
+from transformers.models.bert.modeling_bert import BertEncoder
+
+from albef.config.schema import ModelConfig, TextConfig, VisionConfig
+from albef.models.albef import ContrastiveALBEF
+from albef.models.bert import MASK_VALUE
+from albef.models.builders import MODEL_PRESETS, build_text, build_vision, model_preset
+
+STAGES = {"image": "images", "text": "texts", "fusion_itm": "pairs"}
+"""Stage name -> what one item is."""
+
+IMPLS = ("ours", "baseline")
+CLS_ID, FIRST_WORD_ID = 101, 104
+Outputs = dict[str, Tensor]
+StageFn = Callable[[], Outputs]
+
+
+# -- models -------------------------------------------------------------------------------------------------
+def resolve_preset(name: str) -> str:
+    """``base`` -> ``albef_base``; a registered full name is kept."""
+    return name if name in MODEL_PRESETS else f"albef_{name}"
+
+
+def build_ours(cfg: ModelConfig, seed: int) -> ContrastiveALBEF:
+    """The retrieval/pretraining core without EMA teachers (they take no part in these stages)."""
+    torch.manual_seed(seed)
+    model = ContrastiveALBEF(
+        build_vision(cfg.vision),
+        build_text(cfg.text),
+        embed_dim=cfg.embed_dim,
+        temp=cfg.temp,
+        queue_size=cfg.queue_size,
+        momentum=cfg.momentum,
+    )
+    randomise_affine_(model)
+    return model.eval()
+
+
+@torch.no_grad()
+def randomise_affine_(model: nn.Module) -> None:
+    """Draw every bias and LayerNorm affine at random, so the equivalence check covers them too.
+
+    Freshly initialised biases are 0 and LayerNorms the identity; a baseline that dropped one would match.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.weight.normal_(1.0, 0.1)
+            module.bias.normal_(0.0, 0.02)
+        elif isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.normal_(0.0, 0.02)
+
+
+def baseline_vit(ours: nn.Module, cfg: VisionConfig) -> VisionTransformer:
+    """timm's ViT with eager attention in every block (as the official timm-0.4 copy), our weights."""
+    vit = VisionTransformer(
+        img_size=cfg.image_res,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.width,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias,
+        num_classes=0,
+        global_pool="token",
+        norm_layer=functools.partial(nn.LayerNorm, eps=cfg.layer_norm_eps),
+        act_layer=nn.GELU,
+    )
+    vit.load_state_dict(ours.state_dict(), strict=True)
+    for block in vit.blocks:
+        block.attn.fused_attn = False
+    return vit.eval()
+
+
+def hf_bert_config(cfg: TextConfig, num_layers: int, cross_attention: bool) -> BertConfig:
+    """A transformers config with our sizes and eager attention.
+
+    transformers builds cross-attention only into decoder layers; ``is_decoder`` only selects the causal
+    mask that ``BertModel.forward`` would build, and the fusion stack is called below that, with our mask.
+    """
+    if cross_attention and cfg.encoder_width != cfg.hidden_size:
+        raise ValueError("transformers' cross-attention needs encoder_width == hidden_size")
+    return BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=cfg.hidden_dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout,
+        max_position_embeddings=cfg.max_position_embeddings,
+        type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=cfg.pad_token_id,
+        is_decoder=cross_attention,
+        add_cross_attention=cross_attention,
+        attn_implementation="eager",
+    )
+
+
+def baseline_bert(ours: nn.Module, cfg: TextConfig) -> tuple[BertModel, BertEncoder]:
+    """transformers' BERT split as the official ``mode='text'`` / ``mode='fusion'``, with our weights.
+
+    Our ``BertStack`` keys are transformers' names: ``embeddings.*`` and ``encoder.layer.N.*``.
+    """
+    fusion = cfg.fusion_layer
+    state = ours.state_dict()
+    text_state, fusion_state = {}, {}
+    for key, value in state.items():
+        if key.startswith("encoder.layer."):
+            index, rest = key.removeprefix("encoder.layer.").split(".", 1)
+            if int(index) < fusion:
+                text_state[key] = value
+            else:
+                fusion_state[f"layer.{int(index) - fusion}.{rest}"] = value
+        else:
+            text_state[key] = value
+    text = BertModel(hf_bert_config(cfg, fusion, cross_attention=False), add_pooling_layer=False)
+    missing, unexpected = text.load_state_dict(text_state, strict=False)
+    # transformers may keep a non-persistent-looking ``position_ids`` buffer in the state dict.
+    if [k for k in missing if not k.endswith("position_ids")] or unexpected:
+        raise RuntimeError(f"text baseline: missing {missing}, unexpected {unexpected}")
+    fusion_encoder = BertEncoder(hf_bert_config(cfg, cfg.num_layers - fusion, cross_attention=True))
+    fusion_encoder.load_state_dict(fusion_state, strict=True)
+    return text.eval(), fusion_encoder.eval()
+
+
+@dataclasses.dataclass
+class Baseline:
+    """The baseline modules; projections and heads are ours (they are single Linear layers)."""
+
+    vit: VisionTransformer
+    text: BertModel
+    fusion: BertEncoder
+
+    def to(self, dtype: torch.dtype) -> Baseline:
+        """A copy cast to ``dtype``."""
+        return Baseline(*(copy.deepcopy(m).to(dtype) for m in (self.vit, self.text, self.fusion)))
+
+
+# -- stages -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Inputs:
+    """One batch: images (B, 3, R, R), token ids and 0/1 mask (B, L), stage-3 inputs from our encoders."""
+
+    images: Tensor
+    input_ids: Tensor
+    attention_mask: Tensor
+
+
+def make_inputs(cfg: ModelConfig, batch: int, text_len: int, seed: int, device: torch.device) -> Inputs:
+    """Random images and ``[CLS] words [PAD]...`` texts of lengths in ``[text_len/2, text_len]``."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, cfg.vision.image_res, cfg.vision.image_res, generator=gen)
+    lengths = torch.randint(text_len // 2, text_len + 1, (batch,), generator=gen)
+    lengths[0] = text_len  # the batch is padded to exactly text_len
+    ids = torch.randint(FIRST_WORD_ID, cfg.text.vocab_size, (batch, text_len), generator=gen)
+    ids[:, 0] = CLS_ID
+    mask = (torch.arange(text_len)[None] < lengths[:, None]).long()
+    ids = ids * mask
+    return Inputs(images.to(device), ids.to(device), mask.to(device))
+
+
+def stage_functions(ours: ContrastiveALBEF, base: Baseline, x: Inputs) -> dict[str, dict[str, StageFn]]:
+    """Per stage, the call of each implementation on the same inputs; each returns named outputs."""
+    with torch.inference_mode():
+        text = ours.encode_text(x.input_ids, x.attention_mask)
+        image_embeds = ours.encode_image(x.images).embeds
+
+    def ours_image() -> Outputs:
+        enc = ours.encode_image(x.images)
+        return {"embeds": enc.embeds, "feat": enc.feat}
+
+    def base_image() -> Outputs:
+        embeds = base.vit.forward_features(x.images)
+        return {"embeds": embeds, "feat": F.normalize(ours.vision_proj(embeds[:, 0]), dim=-1)}
+
+    def ours_text() -> Outputs:
+        enc = ours.encode_text(x.input_ids, x.attention_mask)
+        return {"states": enc.states, "feat": enc.feat}
+
+    def base_text() -> Outputs:
+        states = base.text(input_ids=x.input_ids, attention_mask=x.attention_mask).last_hidden_state
+        return {"states": states, "feat": F.normalize(ours.text_proj(states[:, 0]), dim=-1)}
+
+    def ours_fusion() -> Outputs:
+        fused = ours.fuse(text, image_embeds)
+        return {"fused": fused, "itm_logits": ours.itm_logits(fused)}
+
+    def base_fusion() -> Outputs:
+        # The official 'fusion' mode: the extended (1 - mask) * -10000 self-attention mask, and the inverted
+        # all-ones image mask (all zeros), added in every cross-attention.
+        dtype = text.states.dtype
+        self_mask = (1.0 - x.attention_mask[:, None, None, :].to(dtype)) * MASK_VALUE
+        image_mask = image_embeds.new_zeros(image_embeds.shape[0], 1, 1, image_embeds.shape[1])
+        fused = base.fusion(
+            text.states,
+            attention_mask=self_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+        ).last_hidden_state
+        return {"fused": fused, "itm_logits": ours.itm_head(fused[:, 0])}
+
+    return {
+        "image": {"ours": ours_image, "baseline": base_image},
+        "text": {"ours": ours_text, "baseline": base_text},
+        "fusion_itm": {"ours": ours_fusion, "baseline": base_fusion},
+    }
+
+
+# -- measurement --------------------------------------------------------------------------------------------
+def max_abs_diffs(fns: dict[str, StageFn], precision: str, device: torch.device) -> dict[str, float]:
+    """Max |ours - baseline| of every output of a stage (in float32)."""
+    with inference(precision, device):
+        a, b = fns["ours"](), fns["baseline"]()
+    return {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
+
+
+def measure(
+    fns: dict[str, StageFn], precision: str, device: torch.device, warmup: int, iters: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per-call latencies (s) and peak memory (MiB) of each implementation, calls interleaved.
+
+    The two implementations alternate (ABBA order), so a load change on a shared host hits both alike.
+    """
+    samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    peaks: dict[str, float] = dict.fromkeys(IMPLS, 0.0)
+    with inference(precision, device):
+        for _ in range(warmup):
+            for impl in IMPLS:
+                fns[impl]()
+        for i in range(iters):
+            for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
+                reset_peak_memory(device)
+                samples[impl].append(timed_call(fns[impl], device))
+                peaks[impl] = max(peaks[impl], peak_memory_mib(device)[1])
+    return samples, peaks
+
+
+def profile_top(
+    fn: StageFn, precision: str, device: torch.device, calls: int, top: int
+) -> list[dict[str, Any]]:
+    """The ``top`` operators by self time over ``calls`` calls (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with inference(precision, device), profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [
+        {"op": e.key, "calls": e.count, "self_ms_per_call": getattr(e, key) / 1000.0 / calls} for e in events
+    ]
+
+
+def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Compare and time every stage of one preset at every requested precision."""
+    cfg = model_preset(preset)
+    res = args.image_res or cfg.vision.image_res
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, image_res=res), queue_size=8)
+    env = environment(device)  # before the run: the load average shows whether the host was busy
+    start = time.perf_counter()
+    master = build_ours(cfg, args.seed).to(device)
+    base_master = Baseline(
+        baseline_vit(master.visual_encoder, cfg.vision), *baseline_bert(master.text_encoder, cfg.text)
+    )
+    for module in (base_master.vit, base_master.text, base_master.fusion):
+        module.to(device)
+    x = make_inputs(cfg, args.batch_size, args.text_len, args.seed, device)
+    print(f"[{preset}] built in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    rows = []
+    for precision in args.precisions:
+        dtype = weight_dtype(precision)
+        ours = master if dtype == torch.float32 else copy.deepcopy(master).to(dtype)
+        base = base_master if dtype == torch.float32 else base_master.to(dtype)
+        xp = Inputs(x.images.to(dtype), x.input_ids, x.attention_mask)
+        for stage, fns in stage_functions(ours, base, xp).items():
+            diffs = max_abs_diffs(fns, precision, device)
+            samples, peaks = measure(fns, precision, device, args.warmup, args.iters)
+            stats = {impl: summarise(samples[impl], args.batch_size) for impl in IMPLS}
+            row: dict[str, Any] = {
+                "precision": precision,
+                "stage": stage,
+                "items": STAGES[stage],
+                "speedup": stats["ours"].items_per_s / stats["baseline"].items_per_s,
+                # The median ratio resists the outliers a busy host adds to a few calls.
+                "speedup_p50": stats["baseline"].p50_ms / stats["ours"].p50_ms,
+                "max_abs_diff": diffs,
+                "memory_kind": peak_memory_mib(device)[0],
+            }
+            for impl in IMPLS:
+                row[impl] = {**stats[impl].to_dict(), "peak_memory_mib": round(peaks[impl], 1)}
+            if args.profile_top:
+                row["profile"] = {
+                    impl: profile_top(fns[impl], precision, device, args.profile_calls, args.profile_top)
+                    for impl in IMPLS
+                }
+            rows.append(row)
+            print(f"[{preset}] {precision:8s} {stage:10s} speed-up {row['speedup']:.3f}", file=sys.stderr)
+        del ours, base
+    return {
+        "benchmark": "model-stages",
+        "preset": preset,
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "image_res": res,
+        "text_len": args.text_len,
+        "text_lengths": x.attention_mask.sum(1).tolist(),
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "seed": args.seed,
+        "baseline": (
+            "transformers BertModel/BertEncoder (attn_implementation='eager') + timm VisionTransformer "
+            "(fused_attn=False), loaded with our weights"
+        ),
+        "environment": env,
+        "load_average_1m_end": load_average(),
+        "model_config": dataclasses.asdict(cfg),
+        "results": rows,
+    }
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table: items/s, p50 latency, speed-up and the largest output difference per stage."""
+    from tabulate import tabulate
+
+    lines = []
+    for rec in records:
+        for row in rec["results"]:
+            lines.append(
+                [
+                    rec["preset"],
+                    row["precision"],
+                    row["stage"],
+                    f"{row['ours']['items_per_s']:.1f}",
+                    f"{row['baseline']['items_per_s']:.1f}",
+                    f"{row['speedup']:.2f}x",
+                    f"{row['speedup_p50']:.2f}x",
+                    f"{row['ours']['p50_ms']:.2f}",
+                    f"{row['baseline']['p50_ms']:.2f}",
+                    f"{max(row['max_abs_diff'].values()):.2e}",
+                ]
+            )
+    headers = [
+        "preset",
+        "precision",
+        "stage",
+        "ours items/s",
+        "baseline items/s",
+        "speed-up",
+        "p50 speed-up",
+        "ours p50 ms",
+        "base p50 ms",
+        "max |diff|",
+    ]
+    return tabulate(lines, headers=headers, tablefmt="github")
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    return lambda text: [kind(v.strip()) for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--presets", type=_csv(str), default=["tiny", "base"], help="e.g. tiny,base")
+    parser.add_argument("--precisions", type=_csv(str), default=["fp32", "bf16"], help=", ".join(PRECISIONS))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-res", type=int, default=None, help="default: the preset's image_res")
+    parser.add_argument("--text-len", type=int, default=30, help="padded text length L")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--out",
+        default="reports/model-bench/model-{preset}-{device}.json",
+        help="output path; {preset} and {device} are filled in (needed when several presets run)",
+    )
+    parser.add_argument("--profile-top", type=int, default=0, help="also profile: keep the top N ops")
+    parser.add_argument("--profile-calls", type=int, default=3)
+    args = parser.parse_args(argv)
+    for p in args.precisions:
+        weight_dtype(p)
+    if len(args.presets) > 1 and "{preset}" not in args.out:
+        parser.error("--out needs a {preset} field when several presets run")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    records = []
+    for name in args.presets:
+        preset = resolve_preset(name)
+        record = run_preset(preset, args, device)
+        short = preset.removeprefix("albef_")
+        out = Path(args.out.format(preset=short, device=device.type))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+        records.append(record)
+    print(table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

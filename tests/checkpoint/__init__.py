@@ -1,0 +1,1 @@
+"""Tests of albef.checkpoint: reading/saving, layouts, strict loading, conversions, initialisation."""
