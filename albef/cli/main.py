@@ -17,9 +17,11 @@ from albef.version import __version__
 # Order here is the order in ``albef --help``.
 COMMAND_MODULES = (
     "albef.cli.quickstart",
+    "albef.cli.train",
     "albef.cli.data",
     "albef.cli.config_cmd",
     "albef.cli.ls",
+    "albef.cli.verify",
 )
 
 

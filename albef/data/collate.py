@@ -50,8 +50,8 @@ class Batch:
         return dataclasses.replace(self, **moved)
 
     def __len__(self) -> int:
-        first = getattr(self, dataclasses.fields(self)[0].name)
-        return len(first)
+        first = next(f for f in dataclasses.fields(self) if f.name != "skipped")
+        return len(getattr(self, first.name))
 
 
 def split_skipped(samples: Sequence[Any]) -> tuple[list[Any], list[SkippedImage]]:

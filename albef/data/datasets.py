@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from albef.data.errors import DataError
 from albef.data.images import BadImageMode, BadImagePolicy, SkippedImage
@@ -295,3 +295,12 @@ class VEDataset(RecordDataset[VERecord]):
     def build(self, record: VERecord, index: int, rng: random.Random) -> LabelledSample:
         image = self.image(self.image_root, record.image, index)
         return LabelledSample(image, pre_caption(record.sentence, self.max_words), record.label)
+
+
+class EpochConcatDataset(ConcatDataset[Any]):
+    """``ConcatDataset`` that forwards :meth:`set_epoch` to its parts (one part per annotation file)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of every part."""
+        for part in self.datasets:
+            part.set_epoch(epoch)  # type: ignore[attr-defined]

@@ -110,4 +110,7 @@ def build_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent_workers and num_workers > 0,
         drop_last=train,
+        # Its own generator: creating an iterator (each epoch, and again on resume) must not draw from the
+        # global torch RNG, whose state a checkpoint restores for the model's own randomness.
+        generator=torch.Generator().manual_seed(seed),
     )

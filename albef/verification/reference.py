@@ -32,7 +32,7 @@ from albef.verification.fixtures import FixtureError, ReferenceFixture, build_re
 
 T = TypeVar("T")
 
-CHECK_MODULES = ("albef.verification.outputs", "albef.verification.conversions")
+CHECK_MODULES = ("albef.verification.outputs", "albef.verification.conversions", "albef.verification.losses")
 """Modules whose import registers checks; a new group of checks adds its module here."""
 
 NOT_IMPLEMENTED = "not implemented"

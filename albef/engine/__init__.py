@@ -1,0 +1,1 @@
+"""The one training engine: optimisation, precision, distributed helpers, checkpoints and the loop."""

@@ -1,0 +1,375 @@
+"""The one training loop for every task.
+
+A *task objective* maps ``(model, batch, alpha) -> {name: tensor}``: entries ending in ``_loss`` are summed
+into the loss to minimise, the rest are logged. :class:`Trainer` does everything else: precision (autocast,
+GradScaler), gradient accumulation and clipping, the lr schedule and the alpha ramp, DDP, progress bar,
+JSON-lines metrics, NaN/inf detection, atomic checkpoints every N steps and at epoch end, and exact resume
+from the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from albef.config.io import to_dict
+from albef.config.schema import ExperimentConfig
+from albef.data.images import SkippedImages
+from albef.data.loaders import set_epoch
+from albef.engine import checkpointing as ckpt
+from albef.engine.distributed import World, all_gather_object
+from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
+from albef.engine.precision import Precision, synchronize
+from albef.version import __version__
+
+Objective = Callable[[nn.Module, Any, float], dict[str, Tensor]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message names the step and the loss part."""
+
+
+class TrainingModule(nn.Module):
+    """Model + objective as one module, so that DDP sees the whole training step as ``forward``."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Any, alpha: float) -> dict[str, Tensor]:
+        """The objective's outputs for one batch."""
+        return self.objective(self.model, batch, alpha)
+
+
+@dataclass
+class TrainState:
+    """Where training stands: epoch, batches consumed in it, optimizer steps taken."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    state: TrainState
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    skipped_images: int = 0
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class Trainer:
+    """Trains ``model`` with ``objective`` on ``loader`` as ``cfg`` says.
+
+    Args:
+        cfg: The experiment config (optim, runtime and model.alpha/alpha_warmup are used).
+        model: The task model, already on ``precision.device``.
+        objective: The task objective (see module docstring).
+        loader: Training loader built with ``albef.data.loaders.build_loader`` (resumable sampler).
+        precision: From ``albef.engine.precision.resolve_precision``.
+        world: The distributed world (single process by default).
+        output_dir: Where ``checkpoints/`` and ``metrics.jsonl`` go.
+        show_progress: Draw a progress bar on rank 0.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        model: nn.Module,
+        objective: Objective,
+        loader: DataLoader[Any],
+        precision: Precision,
+        world: World | None = None,
+        output_dir: str | Path | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.loader = loader
+        self.precision = precision
+        self.world = world or World()
+        self.output_dir = Path(output_dir or cfg.runtime.output_dir)
+        self.show_progress = show_progress and self.world.is_main
+        self.module: nn.Module = TrainingModule(model, objective)
+        if self.world.distributed:
+            device_ids = [precision.device.index] if precision.device.type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True
+            )
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scaler = precision.grad_scaler()
+        self.iters_per_epoch = len(loader)
+        self.steps_per_epoch = max(1, self.iters_per_epoch // cfg.optim.accum_steps)
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
+        if cfg.optim.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.optim.max_steps)
+        self.lr_at = build_schedule(cfg.optim, self.total_steps)
+        self.state = TrainState()
+        self.skipped = SkippedImages()
+        self.sync = synchronize(precision.device)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def checkpoint_payload(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything an exact resume needs (``rng_per_rank``: every rank's RNG states, when distributed)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "state": dataclasses.asdict(self.state),
+            "rng": ckpt.rng_state(),
+            "rng_per_rank": rng_per_rank,
+            "config": to_dict(self.cfg),
+            "git": ckpt.git_revision(),
+            "albef_version": __version__,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint (rank 0) and prune old ones; returns its path. Every rank must call it."""
+        # Each rank draws its own masks and negatives: keep every rank's RNG state, not only rank 0's.
+        rng_per_rank = all_gather_object(ckpt.rng_state()) if self.world.distributed else None
+        if not self.world.is_main:
+            return None
+        directory = self.output_dir / ckpt.CHECKPOINT_DIR
+        path = ckpt.atomic_torch_save(
+            self.checkpoint_payload(rng_per_rank), directory / ckpt.checkpoint_name(self.state.global_step)
+        )
+        ckpt.prune_checkpoints(directory, self.cfg.runtime.keep_last)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Restore model, optimizer, scaler, position and RNG states from a checkpoint."""
+        payload = ckpt.load_training_checkpoint(path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler") is not None:
+            self.scaler.load_state_dict(payload["scaler"])
+        self.state = TrainState(**payload["state"])
+        per_rank = payload.get("rng_per_rank") or [payload["rng"]]
+        same_world = len(per_rank) == self.world.world_size
+        ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[Any]:
+        start = self.state.batch_in_epoch
+        set_epoch(self.loader, self.state.epoch, start_batch=start)
+        yield from self.loader
+
+    def _forward_backward(self, batch: Any, alpha: float, sync_grads: bool) -> dict[str, Tensor]:
+        batch = batch.to(self.precision.device, non_blocking=True)
+        no_sync = getattr(self.module, "no_sync", None)
+        context = no_sync() if (no_sync is not None and not sync_grads) else contextlib.nullcontext()
+        with context:
+            with self.precision.autocast():
+                outputs = self.module(batch, alpha)
+            losses = {k: v for k, v in outputs.items() if k.endswith("_loss")}
+            for name, value in losses.items():
+                if not torch.isfinite(value).all():
+                    raise NonFiniteLossError(
+                        f"step {self.state.global_step + 1} (epoch {self.state.epoch}, batch "
+                        f"{self.state.batch_in_epoch}): {name} is {value.item()}; the last good checkpoint "
+                        f"in {self.output_dir / ckpt.CHECKPOINT_DIR} is left intact"
+                    )
+            total = sum(losses.values()) / self.cfg.optim.accum_steps
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+            else:
+                total.backward()
+        return outputs
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.clip_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _done(self) -> bool:
+        return self.state.global_step >= self.total_steps
+
+    def fit(self, resume: str | None = None) -> TrainResult:
+        """Train until ``optim.epochs`` (or ``optim.max_steps``); resume from ``auto`` or a path if given."""
+        path = ckpt.resolve_resume(resume, self.output_dir)
+        if path is not None:
+            self.resume(path)
+        result = TrainResult(self.state)
+        self.model.train()
+        last_checkpoint: Path | None = path
+        metrics = self.output_dir / "metrics.jsonl"
+        with MetricsLog(metrics, enabled=self.world.is_main, after_step=self.state.global_step) as log:
+            while not self._done() and self.state.epoch < self.cfg.optim.epochs:
+                last_checkpoint = self._run_epoch(log, result) or last_checkpoint
+        result.state, result.checkpoint, result.skipped_images = (
+            self.state,
+            last_checkpoint,
+            len(self.skipped),
+        )
+        if len(self.skipped) and self.world.is_main:
+            print(self.skipped.summary(), file=sys.stderr)
+        return result
+
+    def _run_epoch(self, log: MetricsLog, result: TrainResult) -> Path | None:
+        accum = self.cfg.optim.accum_steps
+        bar = self._progress_bar()
+        saved: Path | None = None
+        tic = time.perf_counter()
+        # A trailing micro-batch that cannot complete an accumulation group is skipped (like drop_last), so
+        # its gradient never leaks into the next epoch's first step.
+        usable = self.iters_per_epoch - self.iters_per_epoch % accum
+        for batch in self._batches():
+            data_time = time.perf_counter() - tic
+            it = self.state.batch_in_epoch
+            if it >= usable:
+                break
+            alpha = alpha_at(
+                self.cfg.model.alpha, self.cfg.model.alpha_warmup, self.state.epoch, it, self.iters_per_epoch
+            )
+            lr = self.lr_at(self.state.global_step, self.state.epoch, it)
+            set_lr(self.optimizer, lr)
+            self.skipped.extend(batch.skipped)
+            step_now = (it + 1) % accum == 0
+            outputs = self._forward_backward(batch, alpha, sync_grads=step_now)
+            self.state.batch_in_epoch += 1
+            if not step_now:
+                tic = time.perf_counter()
+                continue
+            self._optimizer_step()
+            self.sync()
+            self.state.global_step += 1
+            record = self._record(outputs, lr, alpha, len(batch), data_time, time.perf_counter() - tic)
+            result.history.append(record)
+            log.write(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in record.items() if k.endswith("_loss")}, refresh=False
+                )
+            every = self.cfg.runtime.checkpoint_every
+            if every and self.state.global_step % every == 0 and not self._done():
+                saved = self.save_checkpoint() or saved
+            if self._done():
+                break
+            tic = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        if self.state.batch_in_epoch >= usable:
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+        return self.save_checkpoint() or saved
+
+    def _record(
+        self,
+        outputs: dict[str, Tensor],
+        lr: float,
+        alpha: float,
+        batch_size: int,
+        data_time: float,
+        step_time: float,
+    ) -> dict[str, float]:
+        record: dict[str, float] = {"step": self.state.global_step, "epoch": self.state.epoch}
+        for name, value in outputs.items():
+            record[name] = float(value.detach().float().mean())
+        record["loss"] = sum(v for k, v in record.items() if k.endswith("_loss"))
+        items = batch_size * self.cfg.optim.accum_steps * self.world.world_size
+        record.update(
+            lr=lr,
+            alpha=alpha,
+            samples_per_s=items / max(step_time, 1e-9),
+            data_time=data_time,
+            step_time=step_time,
+            peak_memory_mb=_peak_memory_mb(self.precision.device),
+        )
+        return record
+
+    def _progress_bar(self) -> Any:
+        if not self.show_progress:
+            return None
+        from tqdm import tqdm
+
+        remaining = min(self.steps_per_epoch, self.total_steps - self.state.global_step)
+        done = self.state.batch_in_epoch // self.cfg.optim.accum_steps
+        return tqdm(
+            total=remaining + done,
+            initial=done,
+            desc=f"epoch {self.state.epoch}",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+
+class MetricsLog:
+    """Appends one JSON object per optimizer step to ``metrics.jsonl`` (rank 0 only).
+
+    Args:
+        path: The JSON-lines file.
+        enabled: Write at all (rank 0).
+        after_step: On opening, drop the records of later steps (and a torn last line): a run killed after
+            its last checkpoint logged steps that the resumed run takes again. ``None`` keeps everything.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True, after_step: int | None = None) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.after_step = after_step
+        self._handle: Any = None
+
+    def __enter__(self) -> MetricsLog:
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.after_step is not None and self.path.exists():
+                self._truncate(self.after_step)
+            self._handle = self.path.open("a", encoding="utf-8")
+        return self
+
+    def _truncate(self, step: int) -> None:
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn by a kill mid-write
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def write(self, record: dict[str, float]) -> None:
+        """Append a record (non-finite numbers become null)."""
+        if self._handle is not None:
+            clean = {k: (v if math.isfinite(v) else None) for k, v in record.items()}
+            self._handle.write(json.dumps(clean) + "\n")
+            self._handle.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()

@@ -1,0 +1,63 @@
+"""A task = the data it trains on + its objective; the model comes from ``albef.models.create_model``.
+
+Every task plugs into the one :class:`~albef.engine.trainer.Trainer`. Tasks register by name in
+:data:`TASKS` (the names of ``ExperimentConfig.task``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from albef.config.schema import ExperimentConfig
+from albef.data.tokenizer import TextTokenizer
+from albef.engine.trainer import Objective
+from albef.models.builders import create_model
+from albef.registry import Registry
+
+
+class Task(ABC):
+    """Builds a task's training data and objective from a config.
+
+    Args:
+        cfg: The experiment config.
+        tokenizer: The text tokenizer (its vocabulary must match ``cfg.model.text.vocab_size``).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, tokenizer: TextTokenizer) -> None:
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        if tokenizer.vocab_size != cfg.model.text.vocab_size:
+            raise ValueError(
+                f"tokenizer '{cfg.data.tokenizer}' has {tokenizer.vocab_size} tokens but "
+                f"model.text.vocab_size is {cfg.model.text.vocab_size}"
+            )
+
+    def build_model(self) -> nn.Module:
+        """The task model from ``cfg.model``."""
+        return create_model(self.cfg.task, self.cfg.model)
+
+    @abstractmethod
+    def train_dataset(self) -> Dataset[Any]:
+        """The training dataset over every ``data.train_files`` entry."""
+
+    @abstractmethod
+    def collator(self) -> Callable[[list[Any]], Any]:
+        """The training collate function (tokenisation policy of the call site)."""
+
+    @abstractmethod
+    def objective(self) -> Objective:  # each task narrows the model/batch types of its objective
+        """``(model, batch, alpha) -> {"*_loss": ..., logged scalars}``."""
+
+    def check_model(self, model: nn.Module, global_batch: int) -> None:
+        """Start-up checks that would otherwise crash mid-run (e.g. queue size vs global batch)."""
+        queue = getattr(model, "queue", None)
+        if queue is not None:
+            queue.check_batch(global_batch)
+
+
+TASKS: Registry[Callable[[ExperimentConfig, TextTokenizer], Task]] = Registry("training task")

@@ -1,0 +1,96 @@
+"""The ITC and ITM computations shared by pretraining and retrieval finetuning.
+
+They take the model and already-computed encodings, so the training steps, ``albef verify-reference`` (which
+feeds the official random draws) and the tests all run the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from albef.engine.distributed import all_gather_cat
+from albef.losses import contrastive_targets, itc_loss, itm_loss, negative_weights, sample_negatives
+from albef.losses.itm import NegativeSamples, exclusion_mask
+from albef.models.albef import ContrastiveALBEF, ImageEncoding, TextEncoding
+
+
+@dataclass
+class ITCResult:
+    """The ITC loss and the student similarities against [momentum batch | queue] (B, B + K)."""
+
+    loss: Tensor
+    sim_i2t: Tensor
+    sim_t2i: Tensor
+
+
+def itc_with_queue(
+    model: ContrastiveALBEF,
+    image: ImageEncoding,
+    text: TextEncoding,
+    image_m: ImageEncoding,
+    text_m: TextEncoding,
+    alpha: float,
+    distill: bool = True,
+    idx: Tensor | None = None,
+) -> ITCResult:
+    """ITC over the local momentum batch plus the queue, with optional distillation and id positives."""
+    queue = model.queue
+    image_all = torch.cat([image_m.feat.T, queue.image_queue.clone().detach()], dim=1)
+    text_all = torch.cat([text_m.feat.T, queue.text_queue.clone().detach()], dim=1)
+    sim_i2t = image.feat @ text_all / model.temp
+    sim_t2i = text.feat @ image_all / model.temp
+    idx_all = None if idx is None else torch.cat([idx.view(1, -1), queue.idx_queue.clone().detach()], dim=1)
+    targets = contrastive_targets(sim_i2t.shape[0], sim_i2t.shape[1], idx, idx_all, device=sim_i2t.device)
+    if distill:
+        with torch.no_grad():
+            sim_i2t_m, sim_t2i_m = image_m.feat @ text_all / model.temp, text_m.feat @ image_all / model.temp
+        loss = itc_loss(sim_i2t, sim_t2i, targets, sim_i2t_m, sim_t2i_m, alpha)
+    else:
+        loss = itc_loss(sim_i2t, sim_t2i, targets)
+    return ITCResult(loss, sim_i2t, sim_t2i)
+
+
+def enqueue_gathered(
+    model: ContrastiveALBEF, image_m: ImageEncoding, text_m: TextEncoding, idx: Tensor | None = None
+) -> None:
+    """Write the momentum features of the global batch (all ranks) into the queue."""
+    gathered_idx = None if idx is None else all_gather_cat(idx)
+    model.queue.enqueue(all_gather_cat(image_m.feat), all_gather_cat(text_m.feat), gathered_idx)
+
+
+def draw_negatives(
+    sim_i2t: Tensor, sim_t2i: Tensor, idx: Tensor | None = None, parity: bool = False
+) -> NegativeSamples:
+    """Hard negatives from the first B columns (the local momentum batch) of the ITC similarities."""
+    batch = sim_i2t.shape[0]
+    exclude = exclusion_mask(batch, idx, device=sim_i2t.device)
+    with torch.no_grad():
+        w_t2i = negative_weights(sim_t2i[:, :batch], exclude)
+        w_i2t = negative_weights(sim_i2t[:, :batch], exclude)
+    return sample_negatives(w_t2i, w_i2t, exclude, parity=parity)
+
+
+def itm_with_negatives(
+    model: ContrastiveALBEF,
+    image: ImageEncoding,
+    text: TextEncoding,
+    negatives: NegativeSamples,
+    fused_pos: Tensor,
+) -> Tensor:
+    """ITM loss on B positives and the valid negatives: (text b, image neg(b)) and (text neg(b), image b)."""
+    has_img, has_txt = negatives.image_for_text >= 0, negatives.text_for_image >= 0
+    neg_img = negatives.image_for_text[has_img]
+    neg_txt = negatives.text_for_image[has_txt]
+    texts = TextEncoding(
+        torch.cat([text.states[has_img], text.states[neg_txt]]),
+        torch.cat([text.mask[has_img], text.mask[neg_txt]]),
+        text.feat,
+    )
+    images = torch.cat([image.embeds[neg_img], image.embeds[has_txt]])
+    pos_logits = model.itm_logits(fused_pos)
+    if images.shape[0] == 0:
+        return itm_loss(pos_logits, pos_logits[:0])
+    return itm_loss(pos_logits, model.itm_logits(model.fuse(texts, images)))

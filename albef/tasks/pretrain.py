@@ -1,0 +1,127 @@
+"""The pretraining objective: ITC with momentum distillation and queue + ITM with hard negatives + MLM.
+
+The order of the passes follows the official forward (spec §1.5, §2.1-2.3), so that with the same seed the
+random draws (dropout, negatives, masks) happen in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from albef.data.collate import CaptionCollator, ImageTextBatch, TextPolicy
+from albef.data.datasets import EpochConcatDataset, PretrainDataset
+from albef.data.formats import read_pretrain
+from albef.data.tokenizer import TextTokenizer
+from albef.data.transforms import PRETRAIN_CROP_SCALE
+from albef.engine.trainer import Objective
+from albef.losses import mask_tokens, mlm_loss
+from albef.models.albef import ALBEFPretrain
+from albef.tasks.base import TASKS, Task
+from albef.tasks.contrastive import draw_negatives, enqueue_gathered, itc_with_queue, itm_with_negatives
+from albef.tasks.data import data_path, train_transform
+
+TEMP_RANGE = (0.001, 0.5)
+
+
+class PretrainObjective:
+    """Computes the three pretraining losses for one batch.
+
+    Args:
+        tokenizer: Gives the special ids and the vocabulary size for masking.
+        mlm_probability: Token selection probability.
+        distill: Use the momentum teacher's soft targets.
+        parity: Draw negatives row by row on the default generator as the official code.
+        legacy_mlm_axis: MLM distillation over the sequence axis (the released 2021 checkpoints).
+    """
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        mlm_probability: float = 0.15,
+        distill: bool = True,
+        parity: bool = False,
+        legacy_mlm_axis: bool = False,
+    ) -> None:
+        self.mask_id, self.pad_id, self.cls_id = (
+            tokenizer.mask_token_id,
+            tokenizer.pad_token_id,
+            tokenizer.cls_token_id,
+        )
+        self.vocab_size = tokenizer.vocab_size
+        self.mlm_probability = mlm_probability
+        self.distill = distill
+        self.parity = parity
+        self.legacy_mlm_axis = legacy_mlm_axis
+
+    def __call__(self, model: ALBEFPretrain, batch: ImageTextBatch, alpha: float) -> dict[str, Tensor]:
+        """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
+        with torch.no_grad():
+            model.temp.clamp_(*TEMP_RANGE)
+        ids, mask = batch.text.input_ids, batch.text.attention_mask
+        image = model.encode_image(batch.image)
+        text = model.encode_text(ids, mask)
+        with torch.no_grad():
+            model.update_momentum()
+            image_m = model.encode_image_m(batch.image)
+            text_m = model.encode_text_m(ids, mask)
+        itc = itc_with_queue(model, image, text, image_m, text_m, alpha, self.distill)
+        enqueue_gathered(model, image_m, text_m)
+        fused_pos = model.fuse(text, image.embeds)
+        negatives = draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity)
+        itm = itm_with_negatives(model, image, text, negatives, fused_pos)
+        masked, labels = mask_tokens(
+            ids, self.vocab_size, self.mask_id, self.pad_id, self.cls_id, self.mlm_probability
+        )
+        mlm = self.mlm(model, masked, labels, mask, image.embeds, image_m.embeds, alpha)
+        return {"itc_loss": itc.loss, "itm_loss": itm, "mlm_loss": mlm, "temp": model.temp.detach()}
+
+    def mlm(
+        self,
+        model: ALBEFPretrain,
+        masked: Tensor,
+        labels: Tensor,
+        mask: Tensor,
+        image_embeds: Tensor,
+        image_embeds_m: Tensor,
+        alpha: float,
+    ) -> Tensor:
+        """MLM loss with the teacher's soft targets (teacher pass first, as the official order)."""
+        teacher = model.mlm_logits_m(masked, mask, image_embeds_m) if self.distill else None
+        logits = model.mlm_logits(masked, mask, image_embeds)
+        return mlm_loss(logits, labels, teacher, alpha, self.legacy_mlm_axis)
+
+
+class PretrainTask(Task):
+    """Pretraining on caption lists (``data.train_files``), crops of scale (0.2, 1.0)."""
+
+    def train_dataset(self) -> Dataset[Any]:
+        data = self.cfg.data
+        transform = train_transform(data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
+        parts = [
+            PretrainDataset(
+                read_pretrain(data_path(data, name)),
+                data_path(data, data.image_root),
+                transform,
+                max_words=data.max_words,
+                source=str(data_path(data, name)),
+                seed=self.cfg.runtime.seed,
+                bad_images=data.bad_images,
+            )
+            for name in data.train_files
+        ]
+        return EpochConcatDataset(parts)
+
+    def collator(self) -> CaptionCollator:
+        return CaptionCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
+
+    def objective(self) -> Objective:
+        return PretrainObjective(  # type: ignore[return-value]  # narrower model/batch types
+            self.tokenizer, self.cfg.model.mlm_probability, distill=self.cfg.model.distill
+        )
+
+
+TASKS.add("pretrain", PretrainTask, "ITC + ITM + MLM pretraining")
