@@ -116,20 +116,20 @@ class RecordDataset(Dataset[Any], Generic[R]):
         raise NotImplementedError
 
 
-@dataclass
-class CaptionSample:
-    """An image and one pre-processed caption (pretraining, text assignment)."""
+class RootedDataset(RecordDataset[R]):
+    """A :class:`RecordDataset` whose images live under one root and whose texts get ``pre_caption``.
 
-    image: Tensor
-    caption: str
-
-
-class PretrainDataset(RecordDataset[PretrainRecord]):
-    """Pretraining pairs; a caption is drawn uniformly from the record's list at each access."""
+    Args:
+        records: Typed records of one file.
+        image_root: Root the records' relative image paths are joined to.
+        transform: PIL image -> tensor (3, R, R).
+        max_words: ``pre_caption`` word limit.
+        **kwargs: ``source``, ``seed``, ``bad_images`` of :class:`RecordDataset`.
+    """
 
     def __init__(
         self,
-        records: Sequence[PretrainRecord],
+        records: Sequence[R],
         image_root: str | Path,
         transform: Transform,
         max_words: int = 30,
@@ -138,6 +138,18 @@ class PretrainDataset(RecordDataset[PretrainRecord]):
         super().__init__(records, transform, **kwargs)
         self.image_root = image_root
         self.max_words = max_words
+
+
+@dataclass
+class CaptionSample:
+    """An image and one pre-processed caption (pretraining, text assignment)."""
+
+    image: Tensor
+    caption: str
+
+
+class PretrainDataset(RootedDataset[PretrainRecord]):
+    """Pretraining pairs; a caption is drawn uniformly from the record's list at each access."""
 
     def build(self, record: PretrainRecord, index: int, rng: random.Random) -> CaptionSample:
         caption = record.captions[rng.randrange(len(record.captions))]
@@ -155,20 +167,8 @@ class RetrievalSample:
     idx: int
 
 
-class RetrievalTrainDataset(RecordDataset[RetrievalTrainRecord]):
+class RetrievalTrainDataset(RootedDataset[RetrievalTrainRecord]):
     """Retrieval finetuning pairs, one per caption."""
-
-    def __init__(
-        self,
-        records: Sequence[RetrievalTrainRecord],
-        image_root: str | Path,
-        transform: Transform,
-        max_words: int = 30,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(records, transform, **kwargs)
-        self.image_root = image_root
-        self.max_words = max_words
 
     def build(self, record: RetrievalTrainRecord, index: int, rng: random.Random) -> RetrievalSample:
         image = self.image(self.image_root, record.image, index)
@@ -247,20 +247,8 @@ class PairSample:
     label: int
 
 
-class NLVRDataset(RecordDataset[NLVRRecord]):
+class NLVRDataset(RootedDataset[NLVRRecord]):
     """NLVR² examples; label 1 means the statement is true of the pair."""
-
-    def __init__(
-        self,
-        records: Sequence[NLVRRecord],
-        image_root: str | Path,
-        transform: Transform,
-        max_words: int = 30,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(records, transform, **kwargs)
-        self.image_root = image_root
-        self.max_words = max_words
 
     def build(self, record: NLVRRecord, index: int, rng: random.Random) -> PairSample:
         first = self.image(self.image_root, record.images[0], index)
@@ -277,20 +265,8 @@ class LabelledSample:
     label: int
 
 
-class VEDataset(RecordDataset[VERecord]):
+class VEDataset(RootedDataset[VERecord]):
     """SNLI-VE examples (2 entailment, 1 neutral, 0 contradiction)."""
-
-    def __init__(
-        self,
-        records: Sequence[VERecord],
-        image_root: str | Path,
-        transform: Transform,
-        max_words: int = 30,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(records, transform, **kwargs)
-        self.image_root = image_root
-        self.max_words = max_words
 
     def build(self, record: VERecord, index: int, rng: random.Random) -> LabelledSample:
         image = self.image(self.image_root, record.image, index)
