@@ -6,11 +6,13 @@ feeds the official random draws) and the tests all run the same code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from albef.data.tokenizer import TokenBatch
 from albef.engine.distributed import all_gather_cat
 from albef.losses import contrastive_targets, itc_loss, itm_loss, negative_weights, sample_negatives
 from albef.losses.itm import NegativeSamples, exclusion_mask
@@ -94,3 +96,65 @@ def itm_with_negatives(
     if images.shape[0] == 0:
         return itm_loss(pos_logits, pos_logits[:0])
     return itm_loss(pos_logits, model.itm_logits(model.fuse(texts, images)))
+
+
+DrawNegatives = Callable[[ITCResult], NegativeSamples]
+"""Gives the ITM negatives of a step from its ITC similarities (a recorded trace ignores them)."""
+
+
+@dataclass
+class ContrastiveStep:
+    """What the ITC + ITM part of one training forward produced.
+
+    Attributes:
+        itc: The ITC loss and the student similarities (B, B + K).
+        itm_loss: The ITM loss (scalar).
+        negatives: The negatives the ITM loss used.
+        image: Online image encoding (the MLM student cross-attends to its tokens).
+        image_m: Teacher image encoding (the MLM teacher cross-attends to its tokens).
+    """
+
+    itc: ITCResult
+    itm_loss: Tensor
+    negatives: NegativeSamples
+    image: ImageEncoding
+    image_m: ImageEncoding
+
+
+def contrastive_step(
+    model: ContrastiveALBEF,
+    image: Tensor,
+    text: TokenBatch,
+    alpha: float,
+    draw: DrawNegatives,
+    idx: Tensor | None = None,
+    distill: bool = True,
+) -> ContrastiveStep:
+    """ITC with queue + ITM with hard negatives, in the order of the official training forward.
+
+    The model is changed as the official forward changes it: one EMA step of the teachers, then the momentum
+    features (and ``idx``) are enqueued. The temperature is not clamped here (only pretraining clamps it).
+
+    Args:
+        model: A contrastive ALBEF model (pretraining or retrieval).
+        image: Images (B, 3, R, R).
+        text: Token ids and attention mask (B, L).
+        alpha: Distillation weight.
+        draw: Gives the ITM negatives from the ITC similarities.
+        idx: Image ids (B,) for id positives (retrieval), or ``None`` for diagonal targets.
+        distill: Mix the teacher's similarities into the ITC targets.
+
+    Returns:
+        The :class:`ContrastiveStep`.
+    """
+    image_enc = model.encode_image(image)
+    text_enc = model.encode_text(text.input_ids, text.attention_mask)
+    model.update_momentum()
+    image_m = model.encode_image_m(image)
+    text_m = model.encode_text_m(text.input_ids, text.attention_mask)
+    itc = itc_with_queue(model, image_enc, text_enc, image_m, text_m, alpha, distill, idx)
+    enqueue_gathered(model, image_m, text_m, idx)
+    fused_pos = model.fuse(text_enc, image_enc.embeds)
+    negatives = draw(itc)
+    itm = itm_with_negatives(model, image_enc, text_enc, negatives, fused_pos)
+    return ContrastiveStep(itc, itm, negatives, image_enc, image_m)

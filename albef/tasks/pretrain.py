@@ -19,9 +19,10 @@ from albef.data.tokenizer import TextTokenizer
 from albef.data.transforms import PRETRAIN_CROP_SCALE
 from albef.engine.trainer import Objective
 from albef.losses import mask_tokens, mlm_loss
+from albef.losses.itm import NegativeSamples
 from albef.models.albef import ALBEFPretrain
 from albef.tasks.base import TASKS, Task
-from albef.tasks.contrastive import draw_negatives, enqueue_gathered, itc_with_queue, itm_with_negatives
+from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
 from albef.tasks.data import data_path, train_transform
 
 TEMP_RANGE = (0.001, 0.5)
@@ -61,23 +62,22 @@ class PretrainObjective:
         """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
         with torch.no_grad():
             model.temp.clamp_(*TEMP_RANGE)
+        step = contrastive_step(model, batch.image, batch.text, alpha, self.draw, distill=self.distill)
         ids, mask = batch.text.input_ids, batch.text.attention_mask
-        image = model.encode_image(batch.image)
-        text = model.encode_text(ids, mask)
-        with torch.no_grad():
-            model.update_momentum()
-            image_m = model.encode_image_m(batch.image)
-            text_m = model.encode_text_m(ids, mask)
-        itc = itc_with_queue(model, image, text, image_m, text_m, alpha, self.distill)
-        enqueue_gathered(model, image_m, text_m)
-        fused_pos = model.fuse(text, image.embeds)
-        negatives = draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity)
-        itm = itm_with_negatives(model, image, text, negatives, fused_pos)
         masked, labels = mask_tokens(
             ids, self.vocab_size, self.mask_id, self.pad_id, self.cls_id, self.mlm_probability
         )
-        mlm = self.mlm(model, masked, labels, mask, image.embeds, image_m.embeds, alpha)
-        return {"itc_loss": itc.loss, "itm_loss": itm, "mlm_loss": mlm, "temp": model.temp.detach()}
+        mlm = self.mlm(model, masked, labels, mask, step.image.embeds, step.image_m.embeds, alpha)
+        return {
+            "itc_loss": step.itc.loss,
+            "itm_loss": step.itm_loss,
+            "mlm_loss": mlm,
+            "temp": model.temp.detach(),
+        }
+
+    def draw(self, itc: ITCResult) -> NegativeSamples:
+        """Hard negatives from the ITC similarities (row by row on the default generator in parity mode)."""
+        return draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity)
 
     def mlm(
         self,

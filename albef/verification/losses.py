@@ -16,7 +16,7 @@ Seeded steps run inside :func:`torch.random.fork_rng`, so the caller's random st
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,81 +30,19 @@ from albef.data.collate import ImageTextBatch
 from albef.data.tokenizer import TextTokenizer, TokenBatch
 from albef.losses import mask_tokens
 from albef.losses.itm import NegativeSamples
-from albef.models.albef import ALBEFPretrain, ALBEFRetrieval, ContrastiveALBEF, ImageEncoding
+from albef.models.albef import ALBEFPretrain, ALBEFRetrieval, ContrastiveALBEF
 from albef.tasks.contrastive import (
-    ITCResult,
+    ContrastiveStep,
+    DrawNegatives,
+    contrastive_step,
     draw_negatives,
-    enqueue_gathered,
-    itc_with_queue,
-    itm_with_negatives,
 )
 from albef.tasks.pretrain import TEMP_RANGE, PretrainObjective
 from albef.verification.compare import CheckRow, Comparison, compare
 from albef.verification.reference import FixtureContext, output_check, rows_check
 
-DrawNegatives = Callable[[ITCResult], NegativeSamples]
-"""Gives the ITM negatives of a step from its ITC similarities (a recorded trace ignores them)."""
-
 OFFICIAL_RETRIEVAL_OFFSET = 1e-4
 """The constant the official retrieval forward adds to the similarities before its softmax (a no-op)."""
-
-
-@dataclass
-class ContrastiveStep:
-    """What the ITC + ITM part of one training forward produced.
-
-    Attributes:
-        itc: The ITC loss and the student similarities (B, B + K).
-        itm_loss: The ITM loss (scalar).
-        negatives: The negatives the ITM loss used.
-        image: Online image encoding (the MLM student cross-attends to its tokens).
-        image_m: Teacher image encoding (the MLM teacher cross-attends to its tokens).
-    """
-
-    itc: ITCResult
-    itm_loss: Tensor
-    negatives: NegativeSamples
-    image: ImageEncoding
-    image_m: ImageEncoding
-
-
-def contrastive_step(
-    model: ContrastiveALBEF,
-    image: Tensor,
-    text: TokenBatch,
-    alpha: float,
-    draw: DrawNegatives,
-    idx: Tensor | None = None,
-    distill: bool = True,
-) -> ContrastiveStep:
-    """ITC with queue + ITM with hard negatives, in the order of the official training forward.
-
-    The model is changed as the official forward changes it: one EMA step of the teachers, then the momentum
-    features (and ``idx``) are enqueued. The temperature is not clamped here (only pretraining clamps it).
-
-    Args:
-        model: A contrastive ALBEF model (pretraining or retrieval).
-        image: Images (B, 3, R, R).
-        text: Token ids and attention mask (B, L).
-        alpha: Distillation weight.
-        draw: Gives the ITM negatives from the ITC similarities.
-        idx: Image ids (B,) for id positives (retrieval), or ``None`` for diagonal targets.
-        distill: Mix the teacher's similarities into the ITC targets.
-
-    Returns:
-        The :class:`ContrastiveStep`.
-    """
-    image_enc = model.encode_image(image)
-    text_enc = model.encode_text(text.input_ids, text.attention_mask)
-    model.update_momentum()
-    image_m = model.encode_image_m(image)
-    text_m = model.encode_text_m(text.input_ids, text.attention_mask)
-    itc = itc_with_queue(model, image_enc, text_enc, image_m, text_m, alpha, distill, idx)
-    enqueue_gathered(model, image_m, text_m, idx)
-    fused_pos = model.fuse(text_enc, image_enc.embeds)
-    negatives = draw(itc)
-    itm = itm_with_negatives(model, image_enc, text_enc, negatives, fused_pos)
-    return ContrastiveStep(itc, itm, negatives, image_enc, image_m)
 
 
 def recorded(trace: Mapping[str, Tensor]) -> DrawNegatives:
