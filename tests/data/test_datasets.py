@@ -20,8 +20,9 @@ from albef.data.errors import DataError
 from albef.data.images import SkippedImage
 from albef.data.loaders import ResumableSampler, build_loader, set_epoch
 from albef.data.records import PretrainRecord, RetrievalEvalSet, RetrievalTrainRecord, VQARecord
-from albef.data.tokenizer import load_tokenizer, train_wordpiece
+from albef.data.tokenizer import load_tokenizer
 from albef.data.transforms import build_test_transform, build_train_transform
+from albef.data.wordpiece import train_wordpiece
 
 WORDS = [
     "a",

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from albef.data.tokenizer import TextTokenizer, TokenBatch, load_tokenizer, train_wordpiece
+from albef.data.tokenizer import TextTokenizer, TokenBatch, load_tokenizer
+from albef.data.wordpiece import train_wordpiece
 
 WORDS = ["a", "cat", "dog", "the", "on", "sit", "##s", "mat", "yes", "no", "two", "play", "##ing", "."]
 # ids in the BERT layout below: a=104 cat=105 dog=106 the=107 on=108 sit=109 ##s=110 mat=111 yes=112
@@ -188,7 +189,7 @@ def test_train_wordpiece_layout_and_round_trip(tmp_path: Path) -> None:
 def test_train_wordpiece_is_deterministic_across_processes(tmp_path: Path) -> None:
     # The tokenizers library's own trainer differs between processes (hash seeds); ours must not.
     script = (
-        "import sys; from albef.data.tokenizer import train_wordpiece; "
+        "import sys; from albef.data.wordpiece import train_wordpiece; "
         f"train_wordpiece({CORPUS!r}, sys.argv[1], vocab_size=100)"
     )
     runs = [

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from albef.data.collate import ImageTextBatch
-from albef.data.tokenizer import TextTokenizer, load_tokenizer, train_wordpiece
+from albef.data.tokenizer import TextTokenizer, load_tokenizer
+from albef.data.wordpiece import train_wordpiece
 from albef.models.albef import ALBEFPretrain
 from albef.models.momentum import parameter_pairs
 from albef.tasks.pretrain import PretrainObjective

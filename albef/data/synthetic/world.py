@@ -101,7 +101,7 @@ def _render(plan: Plan, root: Path, image_size: int, progress: Progress | None) 
 
 
 def _train_tokenizer(plan: Plan, root: Path) -> dict[str, FileEntry]:
-    from albef.data.tokenizer import train_wordpiece  # deferred: pulls in torch
+    from albef.data.wordpiece import train_wordpiece  # deferred: pulls in torch
 
     out = train_wordpiece(plan.texts, root / TOKENIZER_DIR, vocab_size=VOCAB_SIZE)
     return {
