@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-import albef.tasks.pretrain as pretrain
+import albef.tasks.contrastive as contrastive
 from albef.config import load_config
 from albef.engine.distributed import cleanup
 from albef.engine.run import train
 
 _local: dict[str, list[torch.Tensor]] = {"image": [], "text": []}
-_enqueue = pretrain.enqueue_gathered
+_enqueue = contrastive.enqueue_gathered
 
 
 def _recording_enqueue(model: Any, image_m: Any, text_m: Any, idx: Any = None) -> None:
@@ -30,7 +30,7 @@ def _recording_enqueue(model: Any, image_m: Any, text_m: Any, idx: Any = None) -
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    pretrain.enqueue_gathered = _recording_enqueue  # type: ignore[assignment]
+    contrastive.enqueue_gathered = _recording_enqueue  # type: ignore[assignment]
     resume, overrides = (sys.argv[3], sys.argv[4:]) if sys.argv[2] == "--resume" else (None, sys.argv[2:])
     cfg = load_config("synthetic_pretrain", overrides)
     try:
