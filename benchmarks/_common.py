@@ -8,6 +8,7 @@ timed on its own so that percentiles can be reported.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -178,3 +179,27 @@ def inference(precision: str, device: torch.device) -> Iterator[None]:
     """``inference_mode`` plus the precision's autocast, for every measured or compared call."""
     with torch.inference_mode(), autocast(precision, device):
         yield
+
+
+def run_presets(
+    args: Any,
+    run_preset: Callable[[str, Any, torch.device], dict[str, Any]],
+    resolve_preset: Callable[[str], str],
+    table: Callable[[list[dict[str, Any]]], str],
+) -> int:
+    """The benchmarks' driver: run each preset of ``args.presets``, write its JSON record to
+    ``args.out`` (``{preset}``/``{device}`` filled in), then print the table of all records."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    records = []
+    for name in args.presets:
+        preset = resolve_preset(name)
+        record = run_preset(preset, args, device)
+        out = Path(args.out.format(preset=preset.removeprefix("albef_"), device=device.type))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+        records.append(record)
+    print(table(records))
+    return 0

@@ -25,11 +25,9 @@ import argparse
 import copy
 import dataclasses
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +39,7 @@ from _common import (
     load_average,
     peak_memory_mib,
     reset_peak_memory,
+    run_presets,
     summarise,
     timed_call,
     weight_dtype,
@@ -439,22 +438,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    records = []
-    for name in args.presets:
-        preset = resolve_preset(name)
-        record = run_preset(preset, args, device)
-        short = preset.removeprefix("albef_")
-        out = Path(args.out.format(preset=short, device=device.type))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {out}", file=sys.stderr)
-        records.append(record)
-    print(table(records))
-    return 0
+    return run_presets(parse_args(argv), run_preset, resolve_preset, table)
 
 
 if __name__ == "__main__":
