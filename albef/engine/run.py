@@ -105,7 +105,16 @@ def train(
     )
     seed_everything(cfg.runtime.seed + ctx.world.rank)  # per-rank randomness, as the official seed + rank
     trainer = Trainer(
-        cfg, model, task.objective(), loader, ctx.precision, ctx.world, ctx.output_dir, show_progress
+        cfg,
+        model,
+        task.objective(),
+        loader,
+        ctx.precision,
+        ctx.world,
+        ctx.output_dir,
+        show_progress,
+        evaluate=task.epoch_evaluator(),
+        select=task.select_metric(),
     )
     result = trainer.fit(resume)
     return result, model, ctx

@@ -36,6 +36,11 @@ from albef.version import __version__
 
 Objective = Callable[[nn.Module, Any, float], dict[str, Tensor]]
 
+EpochEvaluator = Callable[[nn.Module, int], dict[str, float]]
+"""``(model, epoch) -> metrics`` after each epoch (every rank calls it; rank 0's values are used)."""
+
+BEST_CHECKPOINT = "best.pt"
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the message names the step and the loss part."""
@@ -61,6 +66,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     global_step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
 
 
 @dataclass
@@ -71,6 +78,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     skipped_images: int = 0
+    validation: list[dict[str, float]] = field(default_factory=list)
+    best_checkpoint: Path | None = None
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -93,6 +102,10 @@ class Trainer:
         world: The distributed world (single process by default).
         output_dir: Where ``checkpoints/`` and ``metrics.jsonl`` go.
         show_progress: Draw a progress bar on rank 0.
+        evaluate: Validation after each epoch (model in eval mode, no grad); its metrics are logged to
+            ``metrics.jsonl`` with a ``val/`` prefix.
+        select: The metric of ``evaluate`` (higher is better) whose best epoch is kept as
+            ``best.pt`` (model weights only) next to ``checkpoints/``.
     """
 
     def __init__(
@@ -105,8 +118,12 @@ class Trainer:
         world: World | None = None,
         output_dir: str | Path | None = None,
         show_progress: bool = True,
+        evaluate: EpochEvaluator | None = None,
+        select: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.evaluate = evaluate
+        self.select = select
         self.model = model
         self.loader = loader
         self.precision = precision
@@ -166,7 +183,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scaler is not None and payload.get("scaler") is not None:
             self.scaler.load_state_dict(payload["scaler"])
-        self.state = TrainState(**payload["state"])
+        self.state = TrainState(**{**dataclasses.asdict(TrainState()), **payload["state"]})
         per_rank = payload.get("rng_per_rank") or [payload["rng"]]
         same_world = len(per_rank) == self.world.world_size
         ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
@@ -225,7 +242,14 @@ class Trainer:
         metrics = self.output_dir / "metrics.jsonl"
         with MetricsLog(metrics, enabled=self.world.is_main, after_step=self.state.global_step) as log:
             while not self._done() and self.state.epoch < self.cfg.optim.epochs:
-                last_checkpoint = self._run_epoch(log, result) or last_checkpoint
+                epoch = self.state.epoch
+                saved = self._run_epoch(log, result, validate=self.evaluate is not None)
+                last_checkpoint = saved or last_checkpoint
+                if self.evaluate is not None and self.state.epoch > epoch:
+                    self._validate(epoch, log, result)
+                    last_checkpoint = self.save_checkpoint() or last_checkpoint
+        best = self.output_dir / BEST_CHECKPOINT
+        result.best_checkpoint = best if self.state.best_epoch is not None and best.exists() else None
         result.state, result.checkpoint, result.skipped_images = (
             self.state,
             last_checkpoint,
@@ -235,7 +259,36 @@ class Trainer:
             print(self.skipped.summary(), file=sys.stderr)
         return result
 
-    def _run_epoch(self, log: MetricsLog, result: TrainResult) -> Path | None:
+    def _validate(self, epoch: int, log: MetricsLog, result: TrainResult) -> None:
+        """Run ``evaluate`` after ``epoch``; keep ``best.pt`` when ``select`` improved."""
+        assert self.evaluate is not None
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.evaluate(self.model, epoch).items()}
+        self.model.train()
+        record = {"step": float(self.state.global_step), "epoch": float(epoch)}
+        record.update({f"val/{k}": v for k, v in metrics.items()})
+        result.validation.append(record)
+        log.write(record)
+        if self.select is None:
+            return
+        if self.select not in metrics:
+            raise KeyError(f"validation gave no {self.select!r}; it gave {', '.join(sorted(metrics))}")
+        value = metrics[self.select]
+        if self.state.best_value is None or value > self.state.best_value:
+            self.state.best_value, self.state.best_epoch = value, epoch
+            if self.world.is_main:
+                payload = {
+                    "model": self.model.state_dict(),
+                    "epoch": epoch,
+                    "metric": self.select,
+                    "value": value,
+                    "config": to_dict(self.cfg),
+                    "albef_version": __version__,
+                }
+                ckpt.atomic_torch_save(payload, self.output_dir / BEST_CHECKPOINT)
+
+    def _run_epoch(self, log: MetricsLog, result: TrainResult, validate: bool = False) -> Path | None:
         accum = self.cfg.optim.accum_steps
         bar = self._progress_bar()
         saved: Path | None = None
@@ -282,6 +335,8 @@ class Trainer:
         if self.state.batch_in_epoch >= usable:
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
+            if validate:  # the checkpoint follows the validation, so it records the best epoch
+                return saved
         return self.save_checkpoint() or saved
 
     def _record(

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from albef.config.schema import ExperimentConfig
 from albef.data.tokenizer import TextTokenizer
-from albef.engine.trainer import Objective
+from albef.engine.trainer import EpochEvaluator, Objective
 from albef.models.builders import create_model
 from albef.registry import Registry
 
@@ -52,6 +52,14 @@ class Task(ABC):
     @abstractmethod
     def objective(self) -> Objective:  # each task narrows the model/batch types of its objective
         """``(model, batch, alpha) -> {"*_loss": ..., logged scalars}``."""
+
+    def epoch_evaluator(self) -> EpochEvaluator | None:
+        """Validation run after each training epoch (``None``: no validation)."""
+        return None
+
+    def select_metric(self) -> str | None:
+        """The validation metric (higher is better) that picks ``best.pt``; ``None`` keeps no best."""
+        return None
 
     def check_model(self, model: nn.Module, global_batch: int) -> None:
         """Start-up checks that would otherwise crash mid-run (e.g. queue size vs global batch)."""

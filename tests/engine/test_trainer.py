@@ -45,6 +45,7 @@ RESUME_SETS = (
     "runtime.keep_last=10",
     "data.test_file=null",
 )
+NO_BEST = {"best_value": None, "best_epoch": None}  # pretraining runs no validation
 TIMING_KEYS = {"samples_per_s", "data_time", "step_time", "peak_memory_mb"}
 
 
@@ -120,14 +121,14 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(
     directory = run / ckpt.CHECKPOINT_DIR
     assert [p.name for p in ckpt.list_checkpoints(directory)] == ["step-00000002.pt", "step-00000004.pt"]
     newest = ckpt.load_training_checkpoint(directory / "step-00000004.pt")
-    assert newest["state"] == {"epoch": 0, "batch_in_epoch": 4, "global_step": 4}  # mid-epoch
+    assert newest["state"] == {**NO_BEST, "epoch": 0, "batch_in_epoch": 4, "global_step": 4}  # mid-epoch
     assert [r["step"] for r in _metrics(run)] == [1, 2, 3, 4, 5]
 
     assert main([*argv, "--resume", "auto"]) == 0
 
     expected = ckpt.load_training_checkpoint(uninterrupted / ckpt.CHECKPOINT_DIR / "step-00000008.pt")
     got = ckpt.load_training_checkpoint(directory / "step-00000008.pt")
-    assert got["state"] == expected["state"] == {"epoch": 1, "batch_in_epoch": 2, "global_step": 8}
+    assert got["state"] == expected["state"] == {**NO_BEST, "epoch": 1, "batch_in_epoch": 2, "global_step": 8}
     assert any(k.endswith("queue.image_queue") for k in got["model"])  # queues are in the model state
     for part in ("model", "optimizer", "rng", "state", "scaler"):
         _assert_identical(got[part], expected[part], part)
@@ -310,3 +311,55 @@ def test_infinite_loss_is_detected_too(tmp_path: Path, bad: float) -> None:
     )
     with pytest.raises(NonFiniteLossError, match=r"step 2 .*bad_loss is -?inf"):
         trainer.fit()
+
+
+def test_validation_each_epoch_keeps_the_best_epoch_and_survives_resume(tmp_path: Path) -> None:
+    scores = {0: 0.3, 1: 0.9, 2: 0.5}  # epoch 1 is the best
+    seen: list[tuple[int, bool]] = []
+
+    def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
+        seen.append((epoch, model.training))
+        return {"score": scores[epoch], "other": -1.0}
+
+    def fit(out: Path, epochs: int, resume: str | None = None) -> tuple[nn.Linear, Trainer]:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 1).double()
+        cfg = ExperimentConfig()
+        cfg.optim = OptimConfig(lr=0.05, warmup_steps=1, epochs=epochs)
+        cfg.runtime.output_dir = str(out)
+        loader = build_loader(_Regression(16), 4, _collate, train=True, seed=3)
+        trainer = Trainer(
+            cfg,
+            model,
+            _Counting(),
+            loader,
+            resolve_precision("fp32", torch.device("cpu")),
+            show_progress=False,
+            evaluate=evaluate,
+            select="score",
+        )
+        result = trainer.fit(resume)
+        assert result.best_checkpoint == out / "best.pt"
+        return model, trainer
+
+    model, trainer = fit(tmp_path / "run", epochs=3)
+    assert seen == [(0, False), (1, False), (2, False)]  # once per epoch, in eval mode
+    assert (trainer.state.best_epoch, trainer.state.best_value) == (1, 0.9)
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert (best["epoch"], best["metric"], best["value"]) == (1, "score", 0.9)
+    assert not torch.equal(best["model"]["weight"], model.weight.detach())  # epoch 1's weights, not the last
+    val = [r for r in _metrics(tmp_path / "run") if "val/score" in r]
+    assert [(r["epoch"], r["val/score"], r["step"]) for r in val] == [(0, 0.3, 4), (1, 0.9, 8), (2, 0.5, 12)]
+
+    # Kill after epoch 1 (drop the last checkpoint) and resume: the best survives in the checkpointed state,
+    # so the worse epoch 2 does not overwrite best.pt.
+    last = ckpt.list_checkpoints(tmp_path / "run" / ckpt.CHECKPOINT_DIR)[-1]
+    assert last.name == ckpt.checkpoint_name(12)
+    last.unlink()
+    seen.clear()
+    _, resumed = fit(tmp_path / "run", epochs=3, resume="auto")
+    assert seen == [(2, False)]
+    assert (resumed.state.best_epoch, resumed.state.best_value) == (1, 0.9)
+    again = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
+    assert again["epoch"] == 1
+    torch.testing.assert_close(again["model"]["weight"], best["model"]["weight"], rtol=0, atol=0)
