@@ -71,6 +71,11 @@ class ModelConfig:
     """Ramp alpha linearly over the first epoch (official ``warm_up``)."""
     distill: bool = True
     mlm_probability: float = 0.15
+    itm_negatives: Literal["hard", "random"] = "hard"
+    """How ITM negatives are drawn from the batch: ``hard`` = the official contrastive hard negatives
+    (``softmax`` of the ITC similarities); ``random`` = uniform. The synthetic world uses ``random``: its
+    captions are short and generic, so the most similar other caption is usually also true of the image and
+    hard negatives are mostly mislabelled positives (ITM then never leaves chance level)."""
 
 
 @dataclass
@@ -90,6 +95,9 @@ class DataConfig:
     val_file: str | None = None
     test_file: str | None = None
     answer_list: str | None = None
+    test_annotations: str | None = None
+    """VQA: official VQA v2 annotations of ``test_file``'s questions; when set, the test split is also scored
+    locally (overall / per question type / per answer type)."""
     image_root: str = ""
     vqa_root: str = ""
     vg_root: str = ""

@@ -19,6 +19,9 @@ from albef.losses.itm import NegativeSamples, exclusion_mask
 from albef.models.albef import ContrastiveALBEF, ImageEncoding, TextEncoding
 
 
+NEGATIVE_STRATEGIES = ("hard", "random")
+
+
 @dataclass
 class ITCResult:
     """The ITC loss and the student similarities against [momentum batch | queue] (B, B + K)."""
@@ -64,12 +67,31 @@ def enqueue_gathered(
 
 
 def draw_negatives(
-    sim_i2t: Tensor, sim_t2i: Tensor, idx: Tensor | None = None, parity: bool = False
+    sim_i2t: Tensor,
+    sim_t2i: Tensor,
+    idx: Tensor | None = None,
+    parity: bool = False,
+    strategy: str = "hard",
 ) -> NegativeSamples:
-    """Hard negatives from the first B columns (the local momentum batch) of the ITC similarities."""
+    """ITM negatives among the first B columns (the local momentum batch) of the ITC similarities.
+
+    Args:
+        sim_i2t: Image-to-text ITC similarities (B, B + K).
+        sim_t2i: Text-to-image ITC similarities (B, B + K).
+        idx: Image ids: samples of the same image are never negatives of each other.
+        parity: Draw row by row on the default generator, as the official code.
+        strategy: ``hard`` (the official sampling, weights ``softmax(sim)``) or ``random`` (uniform over the
+            valid entries: for data where the most similar other caption is often also true of the image,
+            see ``ModelConfig.itm_negatives``).
+    """
     batch = sim_i2t.shape[0]
     exclude = exclusion_mask(batch, idx, device=sim_i2t.device)
+    if strategy not in NEGATIVE_STRATEGIES:
+        raise ValueError(f"unknown ITM negative strategy {strategy!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}")
     with torch.no_grad():
+        if strategy == "random":
+            uniform = (~exclude).float()
+            return sample_negatives(uniform, uniform, exclude, parity=parity)
         w_t2i = negative_weights(sim_t2i[:, :batch], exclude)
         w_i2t = negative_weights(sim_i2t[:, :batch], exclude)
     return sample_negatives(w_t2i, w_i2t, exclude, parity=parity)

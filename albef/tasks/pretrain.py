@@ -37,6 +37,7 @@ class PretrainObjective:
         distill: Use the momentum teacher's soft targets.
         parity: Draw negatives row by row on the default generator as the official code.
         legacy_mlm_axis: MLM distillation over the sequence axis (the released 2021 checkpoints).
+        itm_negatives: ``hard`` (official) or ``random`` ITM negatives (see :func:`draw_negatives`).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class PretrainObjective:
         distill: bool = True,
         parity: bool = False,
         legacy_mlm_axis: bool = False,
+        itm_negatives: str = "hard",
     ) -> None:
         self.mask_id, self.pad_id, self.cls_id = (
             tokenizer.mask_token_id,
@@ -57,6 +59,7 @@ class PretrainObjective:
         self.distill = distill
         self.parity = parity
         self.legacy_mlm_axis = legacy_mlm_axis
+        self.itm_negatives = itm_negatives
 
     def __call__(self, model: ALBEFPretrain, batch: ImageTextBatch, alpha: float) -> dict[str, Tensor]:
         """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
@@ -76,8 +79,8 @@ class PretrainObjective:
         }
 
     def draw(self, itc: ITCResult) -> NegativeSamples:
-        """Hard negatives from the ITC similarities (row by row on the default generator in parity mode)."""
-        return draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity)
+        """ITM negatives from the ITC similarities (``model.itm_negatives``; row by row in parity mode)."""
+        return draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity, strategy=self.itm_negatives)
 
     def mlm(
         self,
@@ -120,7 +123,10 @@ class PretrainTask(Task):
 
     def objective(self) -> Objective:
         return PretrainObjective(  # type: ignore[return-value]  # narrower model/batch types
-            self.tokenizer, self.cfg.model.mlm_probability, distill=self.cfg.model.distill
+            self.tokenizer,
+            self.cfg.model.mlm_probability,
+            distill=self.cfg.model.distill,
+            itm_negatives=self.cfg.model.itm_negatives,
         )
 
 

@@ -144,3 +144,27 @@ def test_itm_loss_without_negatives_uses_the_positives_only() -> None:
     pos = torch.tensor([[0.0, 2.0], [1.0, 0.5]])
     expected = torch.nn.functional.cross_entropy(pos, torch.ones(2, dtype=torch.long))
     assert torch.allclose(itm_loss(pos, pos[:0]), expected)
+
+
+def test_random_strategy_ignores_similarity_and_draws_uniformly_among_valid_entries() -> None:
+    from albef.tasks.contrastive import draw_negatives
+
+    torch.manual_seed(0)
+    batch = 4
+    idx = torch.tensor([0, 0, 1, 2])  # samples 0 and 1 share an image
+    # Hard sampling would almost always pick column 3 for every row: the similarities are peaked there.
+    sim = torch.full((batch, batch + 8), -30.0)
+    sim[:, 3] = 30.0
+    counts = torch.zeros(batch, batch)
+    for _ in range(2000):
+        drawn = draw_negatives(sim, sim, idx, strategy="random")
+        counts[torch.arange(batch), drawn.image_for_text] += 1
+    valid = ~exclusion_mask(batch, idx)
+    assert counts[~valid].sum() == 0  # never the same image
+    share = counts / counts.sum(dim=1, keepdim=True)
+    expected = valid.float() / valid.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(share, expected, atol=0.05, rtol=0)  # uniform, whatever the similarities
+    hard = draw_negatives(sim, sim, idx, strategy="hard")
+    assert hard.image_for_text[:3].tolist() == [3, 3, 3]
+    with pytest.raises(ValueError, match="unknown ITM negative strategy 'easy'"):
+        draw_negatives(sim, sim, idx, strategy="easy")
