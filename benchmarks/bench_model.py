@@ -2,8 +2,8 @@
 
 Three inference stages of ``ContrastiveALBEF`` (the retrieval / pretraining core) are timed:
 
-- ``image``: ``encode_image`` — the ViT over all patches, ``vision_proj`` of the [CLS], L2 norm (images/s);
-- ``text``: ``encode_text`` — embeddings, the text-mode layers ``[0, fusion_layer)``, ``text_proj``, norm (texts/s);
+- ``image_encode``: ``encode_image`` — the ViT over all patches, ``vision_proj`` of the [CLS], L2 norm (images/s);
+- ``text_encode``: ``encode_text`` — embeddings, the text-mode layers ``[0, fusion_layer)``, ``text_proj``, norm (texts/s);
 - ``fusion_itm``: ``fuse`` + ``itm_logits`` — the fusion layers on given text states with cross-attention to
   given image tokens, then ``itm_head`` on the fused [CLS] (image-text pairs/s).
 
@@ -12,6 +12,11 @@ the official ``xbert.py`` / ``vit.py`` were copied from, with their eager attent
 transformers' ``BertModel`` (text layers) and ``BertEncoder`` (fusion layers with cross-attention), both with
 ``attn_implementation="eager"``, and timm's ``VisionTransformer`` with ``fused_attn=False`` in every block.
 Our weights are loaded into it strictly, and the outputs of both are compared before anything is timed.
+
+Each preset's result is one ``RunReport`` (``kind="benchmark"``, ``task="model"``): our stages under
+``{stage}/{precision}/bs{B}`` (the keys of ``albef bench model``), the baseline's under
+``{stage}/baseline/{precision}/bs{B}``, and per pair of them the speed-ups and the largest output difference
+in ``extra["comparisons"]``.
 
 Usage::
 
@@ -33,15 +38,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _common import (
+    IMPLS,
     PRECISIONS,
-    environment,
+    arguments,
+    csv_list,
+    impl_key,
     inference,
     load_average,
-    peak_memory_mib,
-    reset_peak_memory,
     run_presets,
-    summarise,
-    timed_call,
+    speedups,
     weight_dtype,
 )
 from timm.models.vision_transformer import VisionTransformer
@@ -52,21 +57,22 @@ from transformers.models.bert.modeling_bert import BertEncoder
 from albef.config.schema import ModelConfig, TextConfig, VisionConfig
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import MASK_VALUE
-from albef.models.builders import MODEL_PRESETS, build_text, build_vision, model_preset
+from albef.models.builders import build_text, build_vision
+from albef.reporting.bench import BenchInputs, bench_model_config, make_inputs, resolve_preset_name
+from albef.reporting.environment import collect_environment, utc_now_iso
+from albef.reporting.measure import StageTimer
+from albef.reporting.schema import RunReport, StageStats
 
-STAGES = {"image": "images", "text": "texts", "fusion_itm": "pairs"}
-"""Stage name -> what one item is."""
+STAGES = {"image_encode": "image", "text_encode": "text", "fusion_itm": "pair"}
+"""Stage name -> what one item is (the names and items of ``albef bench model``)."""
 
-IMPLS = ("ours", "baseline")
-CLS_ID, FIRST_WORD_ID = 101, 104
 Outputs = dict[str, Tensor]
 StageFn = Callable[[], Outputs]
 
 
 # -- models -------------------------------------------------------------------------------------------------
-def resolve_preset(name: str) -> str:
-    """``base`` -> ``albef_base``; a registered full name is kept."""
-    return name if name in MODEL_PRESETS else f"albef_{name}"
+resolve_preset = resolve_preset_name
+"""``base`` -> ``albef_base``; a registered full name is kept."""
 
 
 def build_ours(cfg: ModelConfig, seed: int) -> ContrastiveALBEF:
@@ -187,29 +193,7 @@ class Baseline:
 
 
 # -- stages -------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Inputs:
-    """One batch: images (B, 3, R, R), token ids and 0/1 mask (B, L), stage-3 inputs from our encoders."""
-
-    images: Tensor
-    input_ids: Tensor
-    attention_mask: Tensor
-
-
-def make_inputs(cfg: ModelConfig, batch: int, text_len: int, seed: int, device: torch.device) -> Inputs:
-    """Random images and ``[CLS] words [PAD]...`` texts of lengths in ``[text_len/2, text_len]``."""
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, cfg.vision.image_res, cfg.vision.image_res, generator=gen)
-    lengths = torch.randint(text_len // 2, text_len + 1, (batch,), generator=gen)
-    lengths[0] = text_len  # the batch is padded to exactly text_len
-    ids = torch.randint(FIRST_WORD_ID, cfg.text.vocab_size, (batch, text_len), generator=gen)
-    ids[:, 0] = CLS_ID
-    mask = (torch.arange(text_len)[None] < lengths[:, None]).long()
-    ids = ids * mask
-    return Inputs(images.to(device), ids.to(device), mask.to(device))
-
-
-def stage_functions(ours: ContrastiveALBEF, base: Baseline, x: Inputs) -> dict[str, dict[str, StageFn]]:
+def stage_functions(ours: ContrastiveALBEF, base: Baseline, x: BenchInputs) -> dict[str, dict[str, StageFn]]:
     """Per stage, the call of each implementation on the same inputs; each returns named outputs."""
     with torch.inference_mode():
         text = ours.encode_text(x.input_ids, x.attention_mask)
@@ -250,8 +234,8 @@ def stage_functions(ours: ContrastiveALBEF, base: Baseline, x: Inputs) -> dict[s
         return {"fused": fused, "itm_logits": ours.itm_head(fused[:, 0])}
 
     return {
-        "image": {"ours": ours_image, "baseline": base_image},
-        "text": {"ours": ours_text, "baseline": base_text},
+        "image_encode": {"ours": ours_image, "baseline": base_image},
+        "text_encode": {"ours": ours_text, "baseline": base_text},
         "fusion_itm": {"ours": ours_fusion, "baseline": base_fusion},
     }
 
@@ -265,24 +249,19 @@ def max_abs_diffs(fns: dict[str, StageFn], precision: str, device: torch.device)
 
 
 def measure(
-    fns: dict[str, StageFn], precision: str, device: torch.device, warmup: int, iters: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Per-call latencies (s) and peak memory (MiB) of each implementation, calls interleaved.
+    fns: dict[str, StageFn], stage: str, precision: str, batch: int, timer: StageTimer, iters: int
+) -> dict[str, StageStats]:
+    """Time both implementations call by call in ABBA order (a load change on a shared host hits both alike).
 
-    The two implementations alternate (ABBA order), so a load change on a shared host hits both alike.
+    The timer's ``warmup`` first calls of each implementation are untimed.
     """
-    samples: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-    peaks: dict[str, float] = dict.fromkeys(IMPLS, 0.0)
-    with inference(precision, device):
-        for _ in range(warmup):
-            for impl in IMPLS:
-                fns[impl]()
-        for i in range(iters):
+    keys = {impl: impl_key(stage, impl, precision, batch) for impl in IMPLS}
+    with inference(precision, timer.device):
+        for i in range(timer.warmup + iters):
             for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
-                reset_peak_memory(device)
-                samples[impl].append(timed_call(fns[impl], device))
-                peaks[impl] = max(peaks[impl], peak_memory_mib(device)[1])
-    return samples, peaks
+                with timer.stage(keys[impl], batch, item=STAGES[stage], precision=precision):
+                    fns[impl]()
+    return {impl: timer.stage_stats(keys[impl]) for impl in IMPLS}
 
 
 def profile_top(
@@ -302,13 +281,44 @@ def profile_top(
     ]
 
 
-def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def run_precision(
+    master: ContrastiveALBEF,
+    base_master: Baseline,
+    x: BenchInputs,
+    precision: str,
+    timer: StageTimer,
+    args: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
+    """Compare and time every stage at one precision; the comparison of each stage (speed-ups, diffs)."""
+    dtype = weight_dtype(precision)
+    ours = master if dtype == torch.float32 else copy.deepcopy(master).to(dtype)
+    base = base_master if dtype == torch.float32 else base_master.to(dtype)
+    xp = BenchInputs(x.images.to(dtype), x.input_ids, x.attention_mask)
+    comparisons = {}
+    for stage, fns in stage_functions(ours, base, xp).items():
+        diffs = max_abs_diffs(fns, precision, timer.device)
+        stats = measure(fns, stage, precision, args.batch_size, timer, args.iters)
+        comparison: dict[str, Any] = {
+            "ours": stats["ours"].stage,
+            "baseline": stats["baseline"].stage,
+            **speedups(stats["ours"], stats["baseline"]),
+            "max_abs_diff": diffs,
+        }
+        if args.profile_top:
+            comparison["profile"] = {
+                impl: profile_top(fns[impl], precision, timer.device, args.profile_calls, args.profile_top)
+                for impl in IMPLS
+            }
+        comparisons[stats["ours"].stage] = comparison
+        print(f"  {precision:8s} {stage:12s} speed-up {comparison['speedup']:.3f}", file=sys.stderr)
+    return comparisons
+
+
+def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> RunReport:
     """Compare and time every stage of one preset at every requested precision."""
-    cfg = model_preset(preset)
-    res = args.image_res or cfg.vision.image_res
-    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, image_res=res), queue_size=8)
-    env = environment(device)  # before the run: the load average shows whether the host was busy
-    start = time.perf_counter()
+    cfg = dataclasses.replace(bench_model_config(preset, args.image_res), queue_size=8)
+    load_start = load_average()  # before the run: shows whether the host was busy
+    start_time, start = utc_now_iso(), time.perf_counter()
     master = build_ours(cfg, args.seed).to(device)
     base_master = Baseline(
         baseline_vit(master.visual_encoder, cfg.vision), *baseline_bert(master.text_encoder, cfg.text)
@@ -317,77 +327,57 @@ def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> d
         module.to(device)
     x = make_inputs(cfg, args.batch_size, args.text_len, args.seed, device)
     print(f"[{preset}] built in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    rows = []
+    timer = StageTimer(device, warmup=args.warmup)
+    comparisons = {}
     for precision in args.precisions:
-        dtype = weight_dtype(precision)
-        ours = master if dtype == torch.float32 else copy.deepcopy(master).to(dtype)
-        base = base_master if dtype == torch.float32 else base_master.to(dtype)
-        xp = Inputs(x.images.to(dtype), x.input_ids, x.attention_mask)
-        for stage, fns in stage_functions(ours, base, xp).items():
-            diffs = max_abs_diffs(fns, precision, device)
-            samples, peaks = measure(fns, precision, device, args.warmup, args.iters)
-            stats = {impl: summarise(samples[impl], args.batch_size) for impl in IMPLS}
-            row: dict[str, Any] = {
-                "precision": precision,
-                "stage": stage,
-                "items": STAGES[stage],
-                "speedup": stats["ours"].items_per_s / stats["baseline"].items_per_s,
-                # The median ratio resists the outliers a busy host adds to a few calls.
-                "speedup_p50": stats["baseline"].p50_ms / stats["ours"].p50_ms,
-                "max_abs_diff": diffs,
-                "memory_kind": peak_memory_mib(device)[0],
-            }
-            for impl in IMPLS:
-                row[impl] = {**stats[impl].to_dict(), "peak_memory_mib": round(peaks[impl], 1)}
-            if args.profile_top:
-                row["profile"] = {
-                    impl: profile_top(fns[impl], precision, device, args.profile_calls, args.profile_top)
-                    for impl in IMPLS
-                }
-            rows.append(row)
-            print(f"[{preset}] {precision:8s} {stage:10s} speed-up {row['speedup']:.3f}", file=sys.stderr)
-        del ours, base
-    return {
-        "benchmark": "model-stages",
-        "preset": preset,
-        "device": str(device),
-        "batch_size": args.batch_size,
-        "image_res": res,
-        "text_len": args.text_len,
-        "text_lengths": x.attention_mask.sum(1).tolist(),
-        "warmup": args.warmup,
-        "iters": args.iters,
-        "seed": args.seed,
-        "baseline": (
-            "transformers BertModel/BertEncoder (attn_implementation='eager') + timm VisionTransformer "
-            "(fused_attn=False), loaded with our weights"
+        comparisons.update(run_precision(master, base_master, x, precision, timer, args))
+    return RunReport(
+        kind="benchmark",
+        task="model",
+        dataset="synthetic-inputs",
+        model_preset=preset,
+        stages=timer.stats(),
+        memory=timer.peak_memory(),
+        environment=collect_environment(
+            device, ",".join(args.precisions), args.seed, start_time, time.perf_counter() - start
         ),
-        "environment": env,
-        "load_average_1m_end": load_average(),
-        "model_config": dataclasses.asdict(cfg),
-        "results": rows,
-    }
+        config={"args": arguments(args), "model": dataclasses.asdict(cfg)},
+        extra={
+            "benchmark": "model-stages-vs-eager-baseline",
+            "baseline": (
+                "transformers BertModel/BertEncoder (attn_implementation='eager') + timm VisionTransformer "
+                "(fused_attn=False), loaded with our weights"
+            ),
+            "image_res": cfg.vision.image_res,
+            "text_len": args.text_len,
+            "text_lengths": x.attention_mask.sum(1).tolist(),
+            "load_average_1m": load_start,
+            "load_average_1m_end": load_average(),
+            "comparisons": comparisons,
+        },
+    )
 
 
 # -- report -------------------------------------------------------------------------------------------------
-def table(records: list[dict[str, Any]]) -> str:
+def table(reports: list[RunReport]) -> str:
     """A plain-text table: items/s, p50 latency, speed-up and the largest output difference per stage."""
     from tabulate import tabulate
 
     lines = []
-    for rec in records:
-        for row in rec["results"]:
+    for report in reports:
+        for key, row in report.extra["comparisons"].items():
+            ours, base = report.stages[row["ours"]], report.stages[row["baseline"]]
             lines.append(
                 [
-                    rec["preset"],
-                    row["precision"],
-                    row["stage"],
-                    f"{row['ours']['items_per_s']:.1f}",
-                    f"{row['baseline']['items_per_s']:.1f}",
+                    (report.model_preset or "").removeprefix("albef_"),
+                    ours.precision,
+                    key.split("/", 1)[0],
+                    f"{ours.items_per_s:.1f}",
+                    f"{base.items_per_s:.1f}",
                     f"{row['speedup']:.2f}x",
                     f"{row['speedup_p50']:.2f}x",
-                    f"{row['ours']['p50_ms']:.2f}",
-                    f"{row['baseline']['p50_ms']:.2f}",
+                    f"{ours.latency_batch.p50_ms:.2f}",
+                    f"{base.latency_batch.p50_ms:.2f}",
                     f"{max(row['max_abs_diff'].values()):.2e}",
                 ]
             )
@@ -406,14 +396,10 @@ def table(records: list[dict[str, Any]]) -> str:
     return tabulate(lines, headers=headers, tablefmt="github")
 
 
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    return lambda text: [kind(v.strip()) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--presets", type=_csv(str), default=["tiny", "base"], help="e.g. tiny,base")
-    parser.add_argument("--precisions", type=_csv(str), default=["fp32", "bf16"], help=", ".join(PRECISIONS))
+    parser.add_argument("--presets", type=csv_list(), default=["tiny", "base"], help="e.g. tiny,base")
+    parser.add_argument("--precisions", type=csv_list(), default=["fp32", "bf16"], help=", ".join(PRECISIONS))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-res", type=int, default=None, help="default: the preset's image_res")
@@ -432,6 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for p in args.precisions:
         weight_dtype(p)
+    if args.iters < 1:
+        parser.error("--iters must be at least 1")
     if len(args.presets) > 1 and "{preset}" not in args.out:
         parser.error("--out needs a {preset} field when several presets run")
     return args

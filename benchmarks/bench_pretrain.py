@@ -16,6 +16,11 @@ The baseline stands in for the official code, which no longer runs on current tr
 ``MultiHeadAttention.fused = False`` in the BERT and ``fused_attn = False`` in every timm ViT block, as the
 official ``xbert.py`` / ``vit.py`` compute it.
 
+Each preset's result is one ``RunReport`` (``kind="benchmark"``, ``task="pretrain"``): the whole step as
+stage ``pretrain_step/{precision}/bs{B}`` (item = sample), each part as ``pretrain_step.{part}/...``
+(per-step seconds of that part), the baseline's under ``.../baseline/{precision}/bs{B}``, and the speed-ups,
+part shares and per-step losses in ``extra["comparisons"]``.
+
 Usage::
 
     python benchmarks/bench_pretrain.py --presets tiny --precisions fp32,amp_bf16 --threads 1 \\
@@ -29,24 +34,13 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from _common import (
-    environment,
-    load_average,
-    peak_memory_mib,
-    percentile,
-    reset_peak_memory,
-    run_presets,
-    summarise,
-    synchronize,
-)
-from bench_model import make_inputs, resolve_preset
+from _common import IMPLS, arguments, csv_list, impl_key, load_average, run_presets, speedups
 
 from albef.config.schema import OptimConfig
 from albef.data.collate import ImageTextBatch
@@ -55,10 +49,14 @@ from albef.engine.optim import build_optimizer
 from albef.engine.precision import Precision, resolve_precision
 from albef.models.albef import ALBEFPretrain
 from albef.models.bert import MultiHeadAttention
-from albef.models.builders import create_model, model_preset
+from albef.models.builders import create_model
+from albef.reporting.bench import bench_model_config, make_inputs, resolve_preset_name
+from albef.reporting.environment import collect_environment, utc_now_iso
+from albef.reporting.measure import StageTimer, stage_stats, timed
+from albef.reporting.schema import RunReport, StageStats
 from albef.tasks.pretrain import PretrainObjective
 
-IMPLS = ("ours", "baseline")
+STEP = "pretrain_step"
 PARTS = ("forward", "backward", "optimizer", "momentum", "queue")
 MOMENTUM_METHODS = ("update_momentum", "encode_image_m", "encode_text_m", "mlm_logits_m")
 
@@ -109,14 +107,10 @@ class PartTimer:
 
     @contextlib.contextmanager
     def time(self, part: str) -> Iterator[None]:
-        """Time the block into ``part``, the device synchronised on both sides."""
-        synchronize(self.device)
-        start = time.perf_counter()
-        try:
+        """Time the block into ``part`` (the library's synchronised clock)."""
+        with timed(self.device) as elapsed:
             yield
-        finally:
-            synchronize(self.device)
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+        self.seconds[part] = self.seconds.get(part, 0.0) + elapsed.seconds
 
 
 def instrument(model: ALBEFPretrain, timer: PartTimer) -> None:
@@ -162,17 +156,23 @@ def train_step(
 
 
 # -- measurement --------------------------------------------------------------------------------------------
-def part_stats(samples: list[dict[str, float]], step_total_s: float) -> dict[str, dict[str, float]]:
-    """Per part: mean and p50 in ms, and the share of the total step time."""
-    out = {}
-    for part in PARTS:
-        ms = [s[part] * 1000.0 for s in samples]
-        out[part] = {
-            "mean_ms": statistics.fmean(ms),
-            "p50_ms": percentile(ms, 50),
-            "share": sum(ms) / 1000.0 / step_total_s,
-        }
-    return out
+def part_stages(
+    parts: list[dict[str, float]], impl: str, precision: str, batch: int, warmup: int
+) -> dict[str, StageStats]:
+    """One stage per part from its per-step seconds (``pretrain_step.forward/fp32/bs8``, ...)."""
+    return {
+        key: stage_stats(
+            [p[part] for p in parts], batch, warmup, stage=key, item="sample", precision=precision
+        )
+        for part in PARTS
+        for key in [impl_key(f"{STEP}.{part}", impl, precision, batch)]
+    }
+
+
+def part_shares(parts: list[dict[str, float]], step: StageStats) -> dict[str, float]:
+    """Each part's share of the total timed step time."""
+    total_s = sum(step.samples_ms) / 1000.0
+    return {part: sum(p[part] for p in parts) / total_s for part in PARTS}
 
 
 def run_precision(
@@ -181,9 +181,14 @@ def run_precision(
     objective: PretrainObjective,
     precision_name: str,
     args: argparse.Namespace,
-    device: torch.device,
-) -> dict[str, Any]:
-    """Train fresh copies of ``master`` (ours, eager baseline) step by step, interleaved ABBA."""
+    timer: StageTimer,
+) -> tuple[dict[str, StageStats], dict[str, Any]]:
+    """Train fresh copies of ``master`` (ours, eager baseline) step by step, interleaved ABBA.
+
+    Returns:
+        The step and part stages of both implementations, and their comparison.
+    """
+    device = timer.device
     precision = resolve_precision(precision_name, device)
     if precision.grad_scaler() is not None:
         raise ValueError(f"{precision_name}: fp16 with a GradScaler is not supported here; use amp_bf16")
@@ -191,57 +196,39 @@ def run_precision(
         "ours": make_trainee(copy.deepcopy(master), device),
         "baseline": make_trainee(make_eager(copy.deepcopy(master)), device),
     }
-    steps: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    keys = {impl: impl_key(STEP, impl, precision_name, args.batch_size) for impl in IMPLS}
     parts: dict[str, list[dict[str, float]]] = {impl: [] for impl in IMPLS}
     losses: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-    peaks = dict.fromkeys(IMPLS, 0.0)
-    last = dict.fromkeys(IMPLS, 0.0)
     for i in range(args.warmup + args.iters):
         for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
             torch.manual_seed(args.seed + i)  # same dropout, negatives and masks for both
-            reset_peak_memory(device)
-            synchronize(device)
-            start = time.perf_counter()
-            split, loss = train_step(trainees[impl], objective, batch, precision, args.alpha)
-            synchronize(device)
-            elapsed = time.perf_counter() - start
+            with timer.stage(keys[impl], args.batch_size, item="sample", precision=precision_name):
+                split, loss = train_step(trainees[impl], objective, batch, precision, args.alpha)
             losses[impl].append(loss)
-            last[impl] = elapsed
             if i >= args.warmup:
-                steps[impl].append(elapsed)
                 parts[impl].append(split)
-                peaks[impl] = max(peaks[impl], peak_memory_mib(device)[1])
-        print(
-            f"  step {i + 1}/{args.warmup + args.iters}: "
-            + ", ".join(f"{impl} {last[impl]:.2f}s" for impl in IMPLS),
-            file=sys.stderr,
-        )
-    stats = {impl: summarise(steps[impl], args.batch_size) for impl in IMPLS}
-    row: dict[str, Any] = {
-        "precision": precision_name,
-        "speedup": stats["ours"].items_per_s / stats["baseline"].items_per_s,
-        "speedup_p50": stats["baseline"].p50_ms / stats["ours"].p50_ms,
+        print(f"  step {i + 1}/{args.warmup + args.iters}", file=sys.stderr)
+    stages = {keys[impl]: timer.stage_stats(keys[impl]) for impl in IMPLS}
+    for impl in IMPLS:
+        stages.update(part_stages(parts[impl], impl, precision_name, args.batch_size, args.warmup))
+    ours, base = stages[keys["ours"]], stages[keys["baseline"]]
+    comparison: dict[str, Any] = {
+        "ours": keys["ours"],
+        "baseline": keys["baseline"],
+        **speedups(ours, base),
         # Same weights, same seeds: the losses of both models agree up to attention round-off.
         "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["ours"], losses["baseline"], strict=True)),
-        "memory_kind": peak_memory_mib(device)[0],
+        "losses": {impl: [round(v, 6) for v in losses[impl]] for impl in IMPLS},
+        "shares": {impl: part_shares(parts[impl], stages[keys[impl]]) for impl in IMPLS},
     }
-    for impl in IMPLS:
-        row[impl] = {
-            **stats[impl].to_dict(),
-            "split": part_stats(parts[impl], sum(steps[impl])),
-            "losses": [round(v, 6) for v in losses[impl]],
-            "peak_memory_mib": round(peaks[impl], 1),
-        }
-    return row
+    return stages, comparison
 
 
-def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> RunReport:
     """Build one preset and time its step at every requested precision."""
-    cfg = model_preset(preset)
-    res = args.image_res or cfg.vision.image_res
-    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, image_res=res))
-    env = environment(device)  # before the run: the load average shows whether the host was busy
-    start = time.perf_counter()
+    cfg = bench_model_config(preset, args.image_res)
+    load_start = load_average()  # before the run: shows whether the host was busy
+    start_time, start = utc_now_iso(), time.perf_counter()
     torch.manual_seed(args.seed)
     master = create_model("pretrain", cfg)
     assert isinstance(master, ALBEFPretrain)
@@ -249,57 +236,72 @@ def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> d
     batch = ImageTextBatch(image=x.images, text=TokenBatch(x.input_ids, x.attention_mask))
     objective = PretrainObjective(SpecialIds(cfg.text.vocab_size))  # type: ignore[arg-type]  # duck-typed ids
     print(f"[{preset}] built in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    rows = []
+    timer = StageTimer(device, warmup=args.warmup)
+    stages: dict[str, StageStats] = {}
+    comparisons = {}
     for precision in args.precisions:
-        row = run_precision(master, batch, objective, precision, args, device)
-        print(f"[{preset}] {precision:8s} speed-up {row['speedup']:.3f}", file=sys.stderr)
-        rows.append(row)
-    return {
-        "benchmark": "pretrain-step",
-        "preset": preset,
-        "device": str(device),
-        "batch_size": args.batch_size,
-        "image_res": res,
-        "text_len": args.text_len,
-        "text_lengths": x.attention_mask.sum(1).tolist(),
-        "queue_size": cfg.queue_size,
-        "alpha": args.alpha,
-        "warmup": args.warmup,
-        "iters": args.iters,
-        "seed": args.seed,
-        "optimizer": dataclasses.asdict(OptimConfig()),
-        "baseline": (
-            "the same model and weights with eager attention everywhere (MultiHeadAttention.fused=False, "
-            "timm Attention.fused_attn=False): a stand-in for the official xbert/vit code"
+        new_stages, comparison = run_precision(master, batch, objective, precision, args, timer)
+        stages.update(new_stages)
+        comparisons[comparison["ours"]] = comparison
+        print(f"[{preset}] {precision:8s} speed-up {comparison['speedup']:.3f}", file=sys.stderr)
+    return RunReport(
+        kind="benchmark",
+        task="pretrain",
+        dataset="synthetic-inputs",
+        model_preset=preset,
+        stages=stages,
+        memory=timer.peak_memory(),
+        environment=collect_environment(
+            device, ",".join(args.precisions), args.seed, start_time, time.perf_counter() - start
         ),
-        "environment": env,
-        "load_average_1m_end": load_average(),
-        "model_config": dataclasses.asdict(cfg),
-        "results": rows,
-    }
+        config={
+            "args": arguments(args),
+            "model": dataclasses.asdict(cfg),
+            "optimizer": dataclasses.asdict(OptimConfig()),
+        },
+        extra={
+            "benchmark": "pretrain-step-vs-eager-baseline",
+            "baseline": (
+                "the same model and weights with eager attention everywhere (MultiHeadAttention.fused=False, "
+                "timm Attention.fused_attn=False): a stand-in for the official xbert/vit code"
+            ),
+            "image_res": cfg.vision.image_res,
+            "text_len": args.text_len,
+            "text_lengths": x.attention_mask.sum(1).tolist(),
+            "queue_size": cfg.queue_size,
+            "alpha": args.alpha,
+            "load_average_1m": load_start,
+            "load_average_1m_end": load_average(),
+            "comparisons": comparisons,
+        },
+    )
 
 
 # -- report -------------------------------------------------------------------------------------------------
-def table(records: list[dict[str, Any]]) -> str:
+def table(reports: list[RunReport]) -> str:
     """samples/s, p50 step, the split of ours (mean ms), peak memory and the speed-ups."""
     from tabulate import tabulate
 
     lines = []
-    for rec in records:
-        for row in rec["results"]:
-            ours, base = row["ours"], row["baseline"]
+    for report in reports:
+        for key, row in report.extra["comparisons"].items():
+            ours, base = report.stages[row["ours"]], report.stages[row["baseline"]]
+            split = [report.stages[key.replace(STEP, f"{STEP}.{p}", 1)].latency_batch.mean_ms for p in PARTS]
+            peak = "-" if ours.peak_memory_mib is None else f"{ours.peak_memory_mib:.0f}"
+            if ours.peak_memory_mib is None and report.memory is not None:
+                peak = f"{report.memory.mib:.0f} (process)"
             lines.append(
                 [
-                    rec["preset"].removeprefix("albef_"),
-                    row["precision"],
-                    f"{ours['items_per_s']:.2f}",
-                    f"{base['items_per_s']:.2f}",
+                    (report.model_preset or "").removeprefix("albef_"),
+                    ours.precision,
+                    f"{ours.items_per_s:.2f}",
+                    f"{base.items_per_s:.2f}",
                     f"{row['speedup']:.2f}x",
                     f"{row['speedup_p50']:.2f}x",
-                    f"{ours['p50_ms']:.1f}",
-                    f"{ours['p95_ms']:.1f}",
-                    " / ".join(f"{ours['split'][p]['mean_ms']:.1f}" for p in PARTS),
-                    f"{ours['peak_memory_mib']:.0f}",
+                    f"{ours.latency_batch.p50_ms:.1f}",
+                    f"{ours.latency_batch.p95_ms:.1f}",
+                    " / ".join(f"{ms:.1f}" for ms in split),
+                    peak,
                     f"{row['max_abs_loss_diff']:.1e}",
                 ]
             )
@@ -320,12 +322,11 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    def csv(text: str) -> list[str]:
-        return [v.strip() for v in text.split(",") if v.strip()]
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--presets", type=csv, default=["tiny", "base"], help="e.g. tiny,base")
-    parser.add_argument("--precisions", type=csv, default=["fp32", "amp_bf16"], help="fp32, amp_bf16, ...")
+    parser.add_argument("--presets", type=csv_list(), default=["tiny", "base"], help="e.g. tiny,base")
+    parser.add_argument(
+        "--precisions", type=csv_list(), default=["fp32", "amp_bf16"], help="fp32, amp_bf16, ..."
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-res", type=int, default=None, help="default: the preset's image_res")
@@ -351,7 +352,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_presets(parse_args(argv), run_preset, resolve_preset, table)
+    return run_presets(parse_args(argv), run_preset, resolve_preset_name, table)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "albef.cli.config_cmd",
     "albef.cli.ls",
     "albef.cli.verify",
+    "albef.cli.bench",
+    "albef.cli.report",
 )
 
 
