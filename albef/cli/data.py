@@ -1,4 +1,4 @@
-"""``albef data synth``: generate (or reuse) the embedded synthetic image–text world."""
+"""``albef data {synth,prepare,list}``: the embedded synthetic world, and the recipes for the real datasets."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "data",
-        help="data utilities: generate the synthetic world (synth)",
-        description="Data utilities. Actions: synth (generate the embedded synthetic world).",
+        help="data utilities: synthetic world (synth), real datasets (prepare, list)",
+        description="Data utilities. Actions: synth (generate the embedded synthetic world), prepare (check a "
+        "local copy of a real dataset and convert its official annotations), list (the real-dataset recipes).",
     )
     actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>")
     parser.set_defaults(handler=lambda args: _no_action(parser))
@@ -63,6 +64,117 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="regenerate even if --out already holds this world (replaces it)"
     )
     synth.set_defaults(handler=_synth)
+    _register_prepare(actions)
+    _register_list(actions)
+
+
+PREPARE_DESCRIPTION = """\
+Check a local copy of a real dataset against its recipe's manifest and convert its official annotations into
+the files the loaders read (the official ALBEF formats).
+
+--root is the data root that holds every dataset in its own folder (coco/, flickr30k/, vqa/, visual-genome/,
+nlvr2/, snli-ve/, cc3m/, sbu/, cc12m/) and optionally albef_release/ (the extracted ALBEF data.tar.gz); the
+expected layout of each dataset is in datasets/<name>/README.md. Each output is made by the first source of
+the manifest whose inputs exist: the ALBEF release file when present (it is what the official runs used), else
+a conversion of the original annotations (Karpathy dataset_*.json, VQA v2 questions + annotations, lil-lab
+NLVR2 JSON lines, COCO captions through pycocotools, ...). Every output is then read back through its reader,
+its counts are compared with the manifest (a mismatch with a verified count is an error, with an unverified
+one a warning), and every image it names must exist under its image root.
+
+Exit status: 0 when every check passed, 1 when some output is absent or wrong, 2 on malformed input (the
+message names the file and the record).
+"""
+
+
+def _register_prepare(actions: Any) -> None:
+    from albef.data.prepare import DATASETS
+
+    prepare = actions.add_parser(
+        "prepare",
+        help="check a local copy of a real dataset and convert its annotations",
+        description=PREPARE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prepare.add_argument("name", metavar="NAME", help=f"dataset recipe: {', '.join(DATASETS.names())}")
+    prepare.add_argument(
+        "--root", required=True, type=Path, metavar="DIR", help="data root holding the raw files and images"
+    )
+    prepare.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the converted files go (default: ROOT/data, where the presets look for them)",
+    )
+    prepare.add_argument(
+        "--check-only",
+        action="store_true",
+        help="convert nothing: check the raw files, the image folders and the files already in --out",
+    )
+    prepare.add_argument(
+        "--no-images",
+        action="store_true",
+        help="skip the image checks (folder counts, and that every referenced image exists)",
+    )
+    prepare.set_defaults(handler=_prepare)
+
+
+def _register_list(actions: Any) -> None:
+    listing = actions.add_parser(
+        "list",
+        help="list the real-dataset recipes and the files they make",
+        description="List the dataset recipes that 'albef data prepare' accepts, with the files each makes "
+        "(READMEs in datasets/<name>/, manifests in albef/resources/datasets/<name>.json).",
+    )
+    listing.set_defaults(handler=_list)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from albef.cli.main import AlbefError
+    from albef.data.prepare import DATASETS, prepare
+
+    manifest = DATASETS.get(args.name).manifest()
+    if not args.root.is_dir():
+        raise AlbefError(f"--root {args.root} is not a folder")
+    out = args.out if args.out is not None else args.root / "data"
+    report = prepare(manifest, args.root, out, convert=not args.check_only, images=not args.no_images)
+    print_prepare_report(report)
+    return 0 if report.ok else 1
+
+
+def print_prepare_report(report: Any) -> None:
+    """Print a :class:`~albef.data.prepare.PrepareReport`: one row per output, then the findings."""
+    from tabulate import tabulate
+
+    print(f"{report.name}: root {report.root}, out {report.out}")
+    rows = []
+    for result in report.outputs:
+        status = ("written" if result.source else "present") if result.present else "absent"
+        counts = " ".join(f"{key}={value}" for key, value in result.counts.items())
+        if result.missing_images:
+            counts += f" missing_images={len(result.missing_images)}"
+        rows.append((result.file, status, counts, result.source or ""))
+    print()
+    print(tabulate(rows, headers=["file", "status", "counts", "made from"], tablefmt="simple"))
+    if report.findings:
+        print()
+    for finding in report.findings:
+        print(f"{finding.level}: {finding.message}")
+    errors = sum(f.level == "error" for f in report.findings)
+    print()
+    print("all checks passed" if errors == 0 else f"{errors} check(s) failed")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from albef.data.prepare import DATASETS
+
+    rows = []
+    for name in DATASETS.names():
+        manifest = DATASETS.get(name).manifest()
+        rows.append((name, ", ".join(o.file for o in manifest.outputs), manifest.title))
+    print(tabulate(rows, headers=["name", "makes", "description"], tablefmt="simple"))
+    return 0
 
 
 def _no_action(parser: argparse.ArgumentParser) -> int:

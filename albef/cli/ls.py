@@ -31,10 +31,17 @@ def _tasks() -> list[tuple[str, str]]:
     return [(name, TASK_MODELS.describe(name)) for name in TASK_MODELS.names()]
 
 
+def _datasets() -> list[tuple[str, str]]:
+    from albef.data.prepare import DATASETS
+
+    return [(name, DATASETS.describe(name)) for name in DATASETS.names()]
+
+
 LISTINGS: dict[str, tuple[str, Callable[[], list[tuple[str, str]]]]] = {
     "configs": ("experiment presets for --config", _configs),
     "models": ("model presets (sizes) for the task models", _models),
     "tasks": ("task models that configs and checkpoints name", _tasks),
+    "datasets": ("real-dataset recipes for albef data prepare", _datasets),
     "synthetic-sizes": ("sizes of the embedded synthetic world (albef data synth --size)", _synthetic_sizes),
 }
 

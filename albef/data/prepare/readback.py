@@ -1,0 +1,78 @@
+"""Reading a prepared file back through its official-format reader, to count it and list its images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from albef.data import formats
+from albef.data.records import RetrievalEvalSet, VQARecord
+
+
+# ----------------------------------------------------------------------------------------------- formats
+@dataclass(frozen=True)
+class Contents:
+    """What an output holds: its counts and the image paths it references (relative to its image root)."""
+
+    counts: dict[str, int]
+    images: list[str]
+
+
+def _distinct(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _eval_contents(split: RetrievalEvalSet) -> Contents:
+    return Contents({"images": split.num_images, "texts": split.num_texts}, _distinct(split.images))
+
+
+def _records_contents(images: list[str], records: int) -> Contents:
+    distinct = _distinct(images)
+    return Contents({"records": records, "images": len(distinct)}, distinct)
+
+
+def _pretrain(path: Path) -> Contents:
+    recs = formats.read_pretrain(path)
+    images = _distinct(r.image for r in recs)
+    return Contents({"records": len(recs), "texts": sum(len(r.captions) for r in recs)}, images)
+
+
+def _retrieval_train(path: Path) -> Contents:
+    recs = formats.read_retrieval_train(path)
+    return _records_contents([r.image for r in recs], len(recs))
+
+
+def _vqa(read: Callable[[Path], list[VQARecord]]) -> Callable[[Path], Contents]:
+    def contents(path: Path) -> Contents:
+        recs = read(path)
+        return _records_contents([r.image for r in recs], len(recs))
+
+    return contents
+
+
+def _nlvr(path: Path) -> Contents:
+    recs = formats.read_nlvr(path)
+    return _records_contents([image for r in recs for image in r.images], len(recs))
+
+
+def _ve(path: Path) -> Contents:
+    recs = formats.read_ve(path)
+    return _records_contents([r.image for r in recs], len(recs))
+
+
+def _answer_list(path: Path) -> Contents:
+    return Contents({"records": len(formats.read_answer_list(path))}, [])
+
+
+FORMATS: dict[str, Callable[[Path], Contents]] = {
+    "pretrain": _pretrain,
+    "retrieval_train": _retrieval_train,
+    "retrieval_eval": lambda path: _eval_contents(formats.read_retrieval_eval(path)),
+    "vqa_train": _vqa(formats.read_vqa_train),
+    "vqa_test": _vqa(formats.read_vqa_test),
+    "answer_list": _answer_list,
+    "nlvr": _nlvr,
+    "ve": _ve,
+}
+"""Output format -> reader-backed summary; every output is read back through the official-format reader."""

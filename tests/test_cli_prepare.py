@@ -1,0 +1,117 @@
+"""``albef data prepare`` / ``albef data list`` / ``albef ls datasets`` through ``albef.cli.main.main``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from albef.cli.main import main
+from albef.data import read_nlvr, read_vqa_train
+
+NAMES = ("cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa")
+
+
+def vg_root(tmp_path: Path) -> Path:
+    """A complete tiny Visual Genome copy: every output made, every image present (only unverified counts)."""
+    root = tmp_path / "root"
+    qas = [{"question": "What is it?", "answer": "A dog."}, {"question": "Where?", "answer": "Park"}]
+    (root / "visual-genome" / "image").mkdir(parents=True)
+    (root / "visual-genome" / "question_answers.json").write_text(json.dumps([{"id": 4, "qas": qas}]))
+    (root / "visual-genome" / "image" / "4.jpg").write_bytes(b"\xff\xd8")
+    return root
+
+
+def test_prepare_real_nlvr2_files(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "nlvr2" / "data").mkdir(parents=True)
+    (root / "nlvr2" / "data" / "dev.json").symlink_to(real_data_dir / "nlvr2_dev__lil-lab_nlvr.jsonl")
+    (root / "nlvr2" / "data" / "test1.json").symlink_to(real_data_dir / "nlvr2_test1__lil-lab_nlvr.jsonl")
+    assert main(["data", "prepare", "nlvr2", "--root", str(root), "--no-images"]) == 1  # train is absent
+    out = capsys.readouterr().out
+    assert "records=6982 images=8102" in out and "records=6967 images=8082" in out
+    assert "error: nlvr_train.json: not in the output folder" in out
+    assert out.rstrip().endswith("1 check(s) failed")
+    assert len(read_nlvr(root / "data" / "nlvr_dev.json")) == 6982  # default --out is ROOT/data
+
+
+def test_prepare_passes_on_a_complete_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = vg_root(tmp_path)
+    out = tmp_path / "elsewhere"
+    assert main(["data", "prepare", "vg", "--root", str(root), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "warning: vg_qa.json: records: 2, expected 1445322" in text
+    assert text.rstrip().endswith("all checks passed")
+    assert [r.answers for r in read_vqa_train(out / "vg_qa.json")] == [("a dog",), ("park",)]
+    # --check-only reads what is there and converts nothing.
+    assert main(["data", "prepare", "vg", "--root", str(root), "--out", str(out), "--check-only"]) == 0
+    assert "present" in capsys.readouterr().out
+
+
+def test_prepare_reports_missing_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = vg_root(tmp_path)
+    (root / "visual-genome" / "image" / "4.jpg").unlink()
+    assert main(["data", "prepare", "vg", "--root", str(root)]) == 1
+    assert "error: vg_qa.json: 1 image(s) missing under visual-genome: image/4.jpg" in capsys.readouterr().out
+
+
+def test_check_only_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = vg_root(tmp_path)
+    assert main(["data", "prepare", "vg", "--root", str(root), "--check-only", "--no-images"]) == 1
+    assert "(inputs present)" in capsys.readouterr().out
+    assert not (root / "data").exists()
+
+
+def test_malformed_input_exits_2_naming_file_and_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "nlvr2" / "data").mkdir(parents=True)
+    path = root / "nlvr2" / "data" / "dev.json"
+    path.write_text(json.dumps({"identifier": "dev-1-0-0", "sentence": "x", "label": "maybe"}) + "\n")
+    assert main(["data", "prepare", "nlvr2", "--root", str(root), "--no-images"]) == 2
+    err = capsys.readouterr().err
+    assert f"albef data: error: {path}: record 0 (line 1): field 'label': expected one of" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["data", "prepare", "imagenet", "--root", "."],
+            "unknown dataset 'imagenet'; valid names: cc12m, cc3m",
+        ),
+        (["data", "prepare", "coco", "--root", "/no/such/dir"], "--root /no/such/dir is not a folder"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_data_list_and_ls_datasets_name_every_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert main(["ls", "datasets"]) == 0
+    ls = capsys.readouterr().out
+    for name in NAMES:
+        assert f"\n{name} " in listed and f"\n{name} " in ls
+    assert "vqa_train.json, vqa_val.json, vqa_test.json, answer_list.json" in listed
+
+
+def test_prepare_help_explains_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "prepare", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for needle in (
+        "--check-only",
+        "--no-images",
+        "albef_release",
+        "datasets/<name>/README.md",
+        "Exit status",
+    ):
+        assert needle in text
