@@ -18,6 +18,9 @@ from albef.version import __version__
 COMMAND_MODULES = (
     "albef.cli.quickstart",
     "albef.cli.train",
+    "albef.cli.pretrain_ta",
+    "albef.cli.finetune",
+    "albef.cli.evaluate",
     "albef.cli.data",
     "albef.cli.config_cmd",
     "albef.cli.ls",

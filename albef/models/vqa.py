@@ -148,16 +148,17 @@ class ALBEFVQA(nn.Module):
         first_probs = first_logits.softmax(dim=-1).index_select(1, answer_ids[:, 1])  # (Q, A)
         topk_probs, topk_ids = first_probs.topk(k, dim=1)
         cand_ids, cand_mask = answer_ids[topk_ids.flatten()], answer_mask[topk_ids.flatten()]  # (Q*k, La)
-        states = question_states.repeat_interleave(k, dim=0)
-        masks = question_mask.repeat_interleave(k, dim=0)
+        # Row r scores candidate r % k of question r // k; each chunk gathers only its own question states,
+        # so the (Q*k, Lq, H) repetition is never materialised.
+        owner = torch.arange(cand_ids.shape[0], device=cand_ids.device) // k
         step = chunk_size or cand_ids.shape[0]
         nll = torch.cat(
             [
                 self.answer_nll(
                     cand_ids[i : i + step],
                     cand_mask[i : i + step],
-                    states[i : i + step],
-                    masks[i : i + step],
+                    question_states[owner[i : i + step]],
+                    question_mask[owner[i : i + step]],
                     pad_id,
                 )
                 for i in range(0, cand_ids.shape[0], step)

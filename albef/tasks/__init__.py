@@ -2,11 +2,16 @@
 
 from albef.tasks.base import TASKS, Task
 
-__all__ = ["TASKS", "Task", "get_task"]
+__all__ = ["TASKS", "TASK_MODULES", "Task", "get_task"]
+
+TASK_MODULES = ("albef.tasks.pretrain", "albef.tasks.retrieval", "albef.tasks.vqa", "albef.tasks.nlvr")
+"""Modules whose import registers their tasks in :data:`TASKS`."""
 
 
 def get_task(name: str) -> type[Task]:
     """The task class registered as ``name`` (importing the task modules registers them)."""
-    import albef.tasks.pretrain  # noqa: F401
+    import importlib
 
+    for module in TASK_MODULES:
+        importlib.import_module(module)
     return TASKS.get(name)  # type: ignore[return-value]

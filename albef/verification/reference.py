@@ -32,7 +32,14 @@ from albef.verification.fixtures import FixtureError, ReferenceFixture, build_re
 
 T = TypeVar("T")
 
-CHECK_MODULES = ("albef.verification.outputs", "albef.verification.conversions", "albef.verification.losses")
+CHECK_MODULES = (
+    "albef.verification.outputs",
+    "albef.verification.conversions",
+    "albef.verification.losses",
+    "albef.verification.retrieval",
+    "albef.verification.vqa",
+    "albef.verification.classify",
+)
 """Modules whose import registers checks; a new group of checks adds its module here."""
 
 NOT_IMPLEMENTED = "not implemented"

@@ -1,0 +1,376 @@
+"""VQA evaluation: answer-list ranking over a split, the evaluation-server result file, local scoring.
+
+:class:`VQAEvaluator` encodes each batch of questions, ranks the answer list (first-token top-k, then
+teacher-forced re-scoring; :meth:`~albef.models.vqa.ALBEFVQA.rank_answers`) and keeps the best answer per
+question. Under ``torchrun`` every rank ranks its shard; the shards are gathered and de-duplicated (the
+evaluation sampler pads with repeated questions, spec §5.2 step 6).
+
+The result file is the official server format ``[{"question_id": int, "answer": str}, ...]``:
+:func:`write_result_file` writes it once per question and refuses an incomplete set, naming the missing ids.
+Scoring itself is :mod:`albef.evaluation.vqa_eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from albef.checkpoint.io import atomic_write
+from albef.config.schema import BadImageMode
+from albef.data.collate import TextPolicy, VQABatch, VQACollator
+from albef.data.datasets import VQADataset
+from albef.data.errors import DataError
+from albef.data.formats_base import describe, load_json, top_level_object
+from albef.data.loaders import build_loader
+from albef.data.records import VQARecord
+from albef.data.tokenizer import TextTokenizer, TokenBatch
+from albef.data.transforms import build_test_transform
+from albef.engine.distributed import World, all_gather_object
+from albef.engine.precision import Precision
+from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.vqa_eval import GroundTruth, VQAAccuracy, check_question_ids, vqa_accuracy
+from albef.models.vqa import ALBEFVQA, AnswerScoring
+from albef.reporting.measure import StageTimer
+from albef.reporting.schema import Metric
+
+DEFAULT_K = 128
+"""Candidates re-scored per question (the official ``k_test``)."""
+
+DEFAULT_RANK_CHUNK = 2048
+"""Most (question, candidate) rows per teacher-forced decoder call: 16 questions x 128 candidates."""
+
+QUESTION_TYPE = "question_type"
+ANSWER_TYPE = "answer_type"
+
+
+class ConflictingAnswersError(ValueError):
+    """A question id came back with two different answers; the message names it."""
+
+
+# -- result files -------------------------------------------------------------------------------------------
+def merge_answers(parts: Iterable[Iterable[tuple[int, str]]]) -> dict[int, str]:
+    """Merge ``(question_id, answer)`` pairs from several shards, keeping each question once.
+
+    A question repeated with the same answer (the padded evaluation sampler) is kept once; a question
+    repeated with different answers is an error.
+
+    Raises:
+        ConflictingAnswersError: Naming the first conflicting question id.
+    """
+    merged: dict[int, str] = {}
+    for part in parts:
+        for question_id, answer in part:
+            previous = merged.setdefault(question_id, answer)
+            if previous != answer:
+                raise ConflictingAnswersError(
+                    f"question {question_id} has two different answers: {previous!r} and {answer!r}"
+                )
+    return merged
+
+
+def server_records(answers: Mapping[int, str], question_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The evaluation-server list, one entry per question in ``question_ids`` order.
+
+    Raises:
+        QuestionIdMismatchError: ``answers`` misses some of ``question_ids`` or has others (both named).
+    """
+    check_question_ids(answers, question_ids)
+    return [{"question_id": int(qid), "answer": answers[qid]} for qid in question_ids]
+
+
+def write_result_file(path: str | Path, answers: Mapping[int, str], question_ids: Sequence[int]) -> Path:
+    """Write the server result file atomically; an incomplete answer set writes nothing and raises.
+
+    Args:
+        path: Destination (``.json``).
+        answers: Question id -> answer.
+        question_ids: Every question of the split, in file order.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        QuestionIdMismatchError: Missing (or foreign) question ids, listed.
+    """
+    records = server_records(answers, question_ids)
+    text = json.dumps(records, ensure_ascii=False) + "\n"
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return atomic_write(path, write)
+
+
+def read_result_file(path: str | Path) -> dict[int, str]:
+    """Read a server result file: a list of ``{"question_id": int, "answer": str}``.
+
+    A question may repeat with the same answer (merged files of padded samplers); the official loader keeps
+    the last, which is the same answer.
+
+    Raises:
+        DataError: Not a list, a malformed entry, or a question repeated with a different answer.
+    """
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise DataError(path, f"expected a JSON list of results at the top level, got {describe(data)}")
+    answers: dict[int, str] = {}
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise DataError(path, f"expected an object, got {describe(entry)}", index=index)
+        qid, answer = entry.get("question_id"), entry.get("answer")
+        if not isinstance(qid, int) or isinstance(qid, bool):
+            raise DataError(
+                path, f"expected an integer, got {describe(qid)}", index=index, field="question_id"
+            )
+        if not isinstance(answer, str):
+            raise DataError(path, f"expected a string, got {describe(answer)}", index=index, field="answer")
+        if answers.setdefault(qid, answer) != answer:
+            message = f"question {qid} repeated with a different answer ({answers[qid]!r} before)"
+            raise DataError(path, message, index=index, field="answer")
+    return answers
+
+
+def read_vqa_annotations(annotations: str | Path, questions: str | Path | None = None) -> list[GroundTruth]:
+    """Read an official VQA v2 annotation file as :class:`GroundTruth`, in file order.
+
+    Args:
+        annotations: ``{"annotations": [{"question_id", "answers": [{"answer"}, ...], "question_type",
+            "answer_type"}, ...]}``; the two types may be absent.
+        questions: The matching questions file; when given, its question ids must be the annotations' ids.
+
+    Raises:
+        DataError: A malformed file, a repeated question id, or question ids that differ between the files.
+    """
+    truths: list[GroundTruth] = []
+    seen: set[int] = set()
+    for rec in top_level_object(annotations).objects("annotations"):
+        qid = rec.integer("question_id")
+        if qid in seen:
+            raise rec.error("question_id", f"duplicate annotation for question {qid}")
+        seen.add(qid)
+        answers = tuple(item.string("answer") for item in rec.objects("answers"))
+        if not answers:
+            raise rec.error("answers", "empty list")
+        types = rec.optional_string(QUESTION_TYPE), rec.optional_string(ANSWER_TYPE)
+        truths.append(GroundTruth(qid, answers, *types))
+    if questions is not None:
+        asked = [q.integer("question_id") for q in top_level_object(questions).objects("questions")]
+        try:
+            check_question_ids(seen, asked)
+        except ValueError as err:
+            raise DataError(annotations, f"does not match {questions}: {err}") from None
+    return truths
+
+
+def ground_truth_of(records: Sequence[VQARecord]) -> list[GroundTruth] | None:
+    """Ground truth from records that carry their annotators' answers (``vqa_val.json``), else ``None``."""
+    truths = [
+        GroundTruth(r.question_id, r.raw_answers, r.question_type, r.answer_type)
+        for r in records
+        if r.question_id is not None and r.raw_answers
+    ]
+    return truths if truths and len(truths) == len(records) else None
+
+
+def accuracy_metrics(accuracy: VQAAccuracy) -> dict[str, Metric]:
+    """``overall`` plus ``answer_type/<t>`` and ``question_type/<t>`` metrics (grouped), in percent."""
+    metrics = {"overall": Metric(accuracy.overall)}
+    for group, values in (
+        (ANSWER_TYPE, accuracy.per_answer_type),
+        (QUESTION_TYPE, accuracy.per_question_type),
+    ):
+        metrics.update({f"{group}/{name}": Metric(value, group=group) for name, value in values.items()})
+    return metrics
+
+
+# -- the evaluator ------------------------------------------------------------------------------------------
+@dataclass
+class VQASplit:
+    """The questions of one split and what ranking them needs.
+
+    Attributes:
+        name: ``test``, ``val``...
+        records: The questions (each with its ``question_id``), in file order.
+        roots: Image root per record ``dataset`` (``vqa``, ``vg``).
+        answer_list: The candidate answers.
+        source: The questions file, for messages.
+        truths: Ground truth for local scoring, or ``None`` (e.g. test-dev, scored by the server).
+    """
+
+    name: str
+    records: list[VQARecord]
+    roots: dict[str, Path]
+    answer_list: list[str]
+    source: str
+    truths: list[GroundTruth] | None = None
+
+    @property
+    def question_ids(self) -> list[int]:
+        """Every question id, in file order."""
+        return [int(r.question_id) for r in self.records if r.question_id is not None]
+
+
+@dataclass
+class RankingOptions:
+    """How the answer list is ranked: ``k`` candidates, the scoring, rows per decoder call."""
+
+    k: int = DEFAULT_K
+    scoring: AnswerScoring = "official"
+    chunk_size: int | None = DEFAULT_RANK_CHUNK
+
+
+@dataclass
+class LoaderOptions:
+    """How the questions are batched and pre-processed (``bad_images``: see ``DataConfig.bad_images``; a
+    skipped image leaves its question unanswered, so the result set is then refused as incomplete)."""
+
+    image_res: int
+    batch_size: int = 16
+    max_words: int = 50
+    num_workers: int = 0
+    bad_images: BadImageMode = "error"
+    world: World = field(default_factory=World)
+
+
+class VQAEvaluator(Evaluator):
+    """Ranks the answer list for every question of a split; scores it when the split has ground truth.
+
+    Args:
+        split: The questions, roots, answer list and optional ground truth.
+        tokenizer: Tokenizes questions (no truncation, padded to the longest) and answers.
+        precision: Device and autocast of the evaluation.
+        loader: Batching (``batch_size_test``), question word limit (50) and the distributed world.
+        ranking: ``k``, scoring and chunking of :meth:`ALBEFVQA.rank_answers`.
+    """
+
+    task = "vqa"
+
+    def __init__(
+        self,
+        split: VQASplit,
+        tokenizer: TextTokenizer,
+        precision: Precision,
+        loader: LoaderOptions,
+        ranking: RankingOptions | None = None,
+    ) -> None:
+        missing = [i for i, r in enumerate(split.records) if r.question_id is None]
+        if missing:
+            raise DataError(split.source, "a VQA evaluation question needs a question_id", index=missing[0])
+        self.split = split
+        self.tokenizer = tokenizer
+        self.precision = precision
+        self.options = loader
+        self.ranking = ranking or RankingOptions()
+
+    def _loader(self) -> torch.utils.data.DataLoader[Any]:
+        dataset = VQADataset(
+            self.split.records,
+            self.split.roots,
+            build_test_transform(self.options.image_res),
+            max_words=self.options.max_words,
+            source=self.split.source,
+            bad_images=self.options.bad_images,
+        )
+        world = self.options.world
+        collate = VQACollator(self.tokenizer, TextPolicy(max_length=None))
+        return build_loader(
+            dataset,
+            self.options.batch_size,
+            collate,
+            train=False,
+            num_workers=self.options.num_workers,
+            rank=world.rank,
+            world_size=world.world_size,
+        )
+
+    @torch.inference_mode()
+    def answer_questions(self, model: ALBEFVQA, timer: StageTimer) -> list[tuple[int, str]]:
+        """``(question_id, best answer)`` for this rank's shard, timing ``question_encode`` and ``answer_ranking``."""
+        device = self.precision.device
+        answers = self.tokenizer.encode_answers(self.split.answer_list).to(device)
+        pairs: list[tuple[int, str]] = []
+        for batch in self._loader():
+            batch = batch.to(device)
+            ranked_ids = self.rank_batch(model, batch, answers, timer)
+            pairs += [
+                (int(q), self.split.answer_list[int(i)])
+                for q, i in zip(batch.question_id, ranked_ids, strict=True)
+            ]
+        return pairs
+
+    def rank_batch(
+        self, model: ALBEFVQA, batch: VQABatch, answers: TokenBatch, timer: StageTimer
+    ) -> torch.Tensor:
+        """The best answer's index into the answer list for each question of ``batch`` (B,)."""
+        size = len(batch.question_id)
+        question = batch.question
+        with self.precision.autocast():
+            with timer.stage("question_encode", items=size, item="question"):
+                states = model.encode_question(batch.image, question.input_ids, question.attention_mask)
+            with timer.stage("answer_ranking", items=size, item="question"):
+                ranked = model.rank_answers(
+                    states,
+                    question.attention_mask,
+                    answers.input_ids,
+                    answers.attention_mask,
+                    k=self.ranking.k,
+                    pad_id=self.tokenizer.pad_token_id,
+                    scoring=self.ranking.scoring,
+                    chunk_size=self.ranking.chunk_size,
+                )
+        return ranked.ids[:, 0]
+
+    def run(self, model: nn.Module) -> EvalResult:
+        """Answer every question (all ranks), merge, and score when the split has ground truth.
+
+        Raises:
+            ConflictingAnswersError: Two ranks answered a question differently.
+            QuestionIdMismatchError: Questions left unanswered (e.g. skipped images), or ground truth for
+                other questions; the ids are named.
+        """
+        if not isinstance(model, ALBEFVQA):
+            raise TypeError(f"VQA evaluation needs an ALBEFVQA model, got {type(model).__name__}")
+        warmup = 1 if len(self.split.records) > 2 * self.options.batch_size else 0
+        timer = StageTimer(self.precision.device, warmup=warmup)
+        was_training = model.training
+        model.eval()
+        start = time.perf_counter()
+        try:
+            pairs = self.answer_questions(model, timer)
+        finally:
+            model.train(was_training)
+        world = self.options.world
+        answers = merge_answers(all_gather_object(pairs) if world.distributed else [pairs])
+        wall = time.perf_counter() - start
+        check_question_ids(answers, self.split.question_ids)  # e.g. questions whose image was skipped
+        accuracy = vqa_accuracy(answers, self.split.truths) if self.split.truths is not None else None
+        return EvalResult(
+            metrics=accuracy_metrics(accuracy) if accuracy is not None else {},
+            n_samples=len(answers),
+            stages=timer.stats(),
+            memory=timer.peak_memory(),
+            outputs={"answers": answers, "accuracy": accuracy},
+            extra=self._extra(len(answers), wall, accuracy),
+        )
+
+    def _extra(self, answered: int, wall: float, accuracy: VQAAccuracy | None) -> dict[str, Any]:
+        """The report's task details: end-to-end speed, ranking settings, the official accuracy dict."""
+        extra: dict[str, Any] = {
+            "questions_per_s": answered / max(wall, 1e-9),
+            "wall_time_s": wall,
+            "k": min(self.ranking.k, len(self.split.answer_list)),
+            "answer_scoring": self.ranking.scoring,
+            "answer_list_size": len(self.split.answer_list),
+            "rank_chunk_size": self.ranking.chunk_size,
+        }
+        if accuracy is not None:
+            extra["vqa_accuracy"] = accuracy.official_dict()
+            extra["untyped_questions"] = accuracy.untyped
+        return extra

@@ -1,0 +1,248 @@
+"""VQA finetuning: weighted answer generation with momentum distillation (spec §2.6), and its evaluation split.
+
+Each question is encoded with cross-attention to its image; the question states are repeated once per
+training answer, and the decoder is teacher-forced on ``[CLS] answer [SEP]``. The per-answer loss is summed
+over tokens, mixed with the momentum teacher's soft targets, weighted (VQA: annotator share; VG: 0.5) and
+divided by the number of *questions* (spec §7 Q24).
+
+Distillation weight: the trainer passes ``alpha`` (``model.alpha``, ramped over the first epoch). The
+released ``vqa.pth`` was trained before the 2022 fix, when the teacher ran but its weight was 0 (spec §7 Q4);
+``model.alpha=0`` with ``distill: true`` reproduces that exactly (the teacher is still EMA-updated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from albef.config.schema import ExperimentConfig
+from albef.data.collate import TextPolicy, VQABatch, VQACollator
+from albef.data.datasets import EpochConcatDataset, VQADataset
+from albef.data.formats import read_answer_list, read_vqa_test, read_vqa_train
+from albef.data.records import VQARecord
+from albef.data.tokenizer import TextTokenizer
+from albef.engine.distributed import World
+from albef.engine.precision import Precision, resolve_precision
+from albef.engine.trainer import EpochEvaluator, Objective
+from albef.evaluation.vqa import (
+    LoaderOptions,
+    RankingOptions,
+    VQAEvaluator,
+    VQASplit,
+    ground_truth_of,
+    read_vqa_annotations,
+)
+from albef.models.vqa import ALBEFVQA
+from albef.tasks.base import TASKS, Task
+from albef.tasks.data import data_path, train_transform
+
+IGNORE = -100
+SELECT_METRIC = "overall"
+SPLITS = ("test", "val")
+
+
+# -- the loss (pure) ----------------------------------------------------------------------------------------
+def answer_targets(answer_ids: Tensor, pad_id: int) -> Tensor:
+    """Next-token targets (N, La-1): tokens ``1..end`` with padding set to -100."""
+    targets = answer_ids[:, 1:]
+    return targets.masked_fill(targets == pad_id, IGNORE)
+
+
+def per_answer_loss(
+    logits: Tensor, targets: Tensor, teacher_logits: Tensor | None = None, alpha: float = 0.0
+) -> Tensor:
+    """Per-answer loss (N,): token NLL summed over the answer, mixed with distillation.
+
+    Args:
+        logits: Student logits (N, T, V) for the targets' positions (already shifted).
+        targets: (N, T) token ids, -100 where no loss is taken.
+        teacher_logits: Teacher logits (N, T, V), or ``None`` for no distillation.
+        alpha: Weight of the distillation term: ``(1 - alpha) * CE + alpha * sum_t H(teacher_t, student_t)``.
+
+    Returns:
+        (N,) losses, each summed over the answer's tokens (longer answers weigh more, as the official loss).
+    """
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=IGNORE).sum(1)
+    if teacher_logits is None:
+        return nll
+    soft = teacher_logits.softmax(dim=-1)
+    distill = -(soft * logits.log_softmax(dim=-1)).sum(-1)  # (N, T)
+    distill = (distill * (targets != IGNORE)).sum(1)
+    return (1 - alpha) * nll + alpha * distill
+
+
+def weighted_question_loss(losses: Tensor, weights: Tensor, num_questions: int) -> Tensor:
+    """``sum(weights * losses) / num_questions`` (the official normaliser: questions, not answers)."""
+    return (weights * losses).sum() / num_questions
+
+
+# -- the objective ------------------------------------------------------------------------------------------
+class VQAObjective:
+    """Computes ``vqa_loss`` for one batch (spec §2.6).
+
+    Args:
+        pad_id: Padding id of the answers (no loss on it).
+        distill: Use the momentum teacher's soft targets (the model must have teachers).
+    """
+
+    def __init__(self, pad_id: int, distill: bool = True) -> None:
+        self.pad_id = pad_id
+        self.distill = distill
+
+    def __call__(self, model: ALBEFVQA, batch: VQABatch, alpha: float) -> dict[str, Tensor]:
+        """``{"vqa_loss": scalar}``; with distillation, one EMA step of the teachers happens first."""
+        if batch.answer is None:
+            raise ValueError("a VQA training batch needs answers (got a test batch)")
+        answer, question = batch.answer, batch.question
+        states = model.encode_question(batch.image, question.input_ids, question.attention_mask)
+        owner = torch.arange(len(batch.k), device=states.device).repeat_interleave(
+            torch.tensor(batch.k, device=states.device)
+        )  # question of each answer row
+        teacher = self.teacher_logits(model, batch, owner) if self.distill else None
+        logits = model.decoder_logits(
+            answer.input_ids, answer.attention_mask, states[owner], question.attention_mask[owner]
+        )[:, :-1]
+        losses = per_answer_loss(logits, answer_targets(answer.input_ids, self.pad_id), teacher, alpha)
+        return {"vqa_loss": weighted_question_loss(losses, batch.weights, len(batch.k))}
+
+    @staticmethod
+    @torch.no_grad()
+    def teacher_logits(model: ALBEFVQA, batch: VQABatch, owner: Tensor) -> Tensor:
+        """EMA step, then the teachers' shifted decoder logits (N, La-1, V) for every answer row."""
+        model.update_momentum()
+        assert batch.answer is not None
+        question = batch.question
+        image = model.visual_encoder_m(batch.image)
+        states = model.text_encoder_m.forward_multimodal(question.input_ids, question.attention_mask, image)
+        hidden = model.text_decoder_m.forward_multimodal(
+            batch.answer.input_ids, batch.answer.attention_mask, states[owner], question.attention_mask[owner]
+        )
+        return model.lm_head_m(hidden)[:, :-1]
+
+
+# -- data and evaluation splits -----------------------------------------------------------------------------
+def vqa_roots(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Image root per record ``dataset``: ``vqa`` -> ``data.vqa_root``, ``vg`` -> ``data.vg_root``."""
+    return {"vqa": data_path(cfg.data, cfg.data.vqa_root), "vg": data_path(cfg.data, cfg.data.vg_root)}
+
+
+def split_file(cfg: ExperimentConfig, split: str) -> Path:
+    """The ALBEF-format questions file of ``split`` (``test``: ``data.test_file``, ``val``: ``data.val_file``).
+
+    Raises:
+        ValueError: Unknown split, or the config names no file for it.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown VQA split {split!r}; valid: {', '.join(SPLITS)}")
+    name = cfg.data.test_file if split == "test" else cfg.data.val_file
+    if not name:
+        raise ValueError(f"the config names no {split} file (data.{split}_file)")
+    return data_path(cfg.data, name)
+
+
+def vqa_split(
+    cfg: ExperimentConfig,
+    split: str,
+    annotations: str | Path | None = None,
+    questions: str | Path | None = None,
+) -> VQASplit:
+    """The questions of ``split`` with the answer list and, where available, ground truth to score.
+
+    Ground truth, first found: ``annotations`` (official VQA v2 file, checked against ``questions`` when
+    given); ``data.test_annotations`` for the test split; the annotators' answers of the records themselves
+    (``vqa_val.json`` carries them); none (the evaluation server scores test-dev/test-std).
+
+    Raises:
+        ValueError: The split has no file, or the config names no answer list.
+        DataError: A malformed file.
+    """
+    path = split_file(cfg, split)
+    if not cfg.data.answer_list:
+        raise ValueError("the config names no answer list (data.answer_list)")
+    records: list[VQARecord] = read_vqa_test(path) if split == "test" else read_vqa_train(path)
+    if annotations is None and split == "test" and cfg.data.test_annotations:
+        annotations = data_path(cfg.data, cfg.data.test_annotations)
+    truths = read_vqa_annotations(annotations, questions) if annotations else ground_truth_of(records)
+    return VQASplit(
+        name=split,
+        records=records,
+        roots=vqa_roots(cfg),
+        answer_list=read_answer_list(data_path(cfg.data, cfg.data.answer_list)),
+        source=str(path),
+        truths=truths,
+    )
+
+
+def build_evaluator(
+    cfg: ExperimentConfig,
+    split: VQASplit,
+    tokenizer: TextTokenizer,
+    precision: Precision,
+    ranking: RankingOptions | None = None,
+    world: World | None = None,
+) -> VQAEvaluator:
+    """A :class:`VQAEvaluator` with the config's resolution, test batch size, word limit and ``k_test``."""
+    loader = LoaderOptions(
+        image_res=cfg.model.vision.image_res,
+        batch_size=cfg.data.batch_size_test,
+        max_words=cfg.eval.max_question_words,
+        num_workers=cfg.data.num_workers,
+        bad_images=cfg.data.bad_images,
+        world=world or World(),
+    )
+    return VQAEvaluator(split, tokenizer, precision, loader, ranking or RankingOptions(k=cfg.eval.k_test))
+
+
+class VQATask(Task):
+    """VQA finetuning on ``data.train_files`` (``vqa_train/val.json``, ``vg_qa.json``); crops of scale
+    (0.5, 1.0). Validation each epoch only when ``data.val_file`` names a file with annotator answers (the
+    official recipe trains on train+val and has none); it selects ``best.pt`` by ``overall`` accuracy."""
+
+    def train_dataset(self) -> Dataset[Any]:
+        data = self.cfg.data
+        transform = train_transform(data, self.cfg.model.vision.image_res)
+        parts = [
+            VQADataset(
+                read_vqa_train(data_path(data, name)),
+                vqa_roots(self.cfg),
+                transform,
+                max_words=data.max_words,
+                source=str(data_path(data, name)),
+                seed=self.cfg.runtime.seed,
+                bad_images=data.bad_images,
+            )
+            for name in data.train_files
+        ]
+        return EpochConcatDataset(parts)
+
+    def collator(self) -> Callable[[list[Any]], Any]:
+        return VQACollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
+
+    def objective(self) -> Objective:
+        objective = VQAObjective(self.tokenizer.pad_token_id, distill=self.cfg.model.distill)
+        return objective  # type: ignore[return-value]  # narrower model/batch types
+
+    def epoch_evaluator(self) -> EpochEvaluator | None:
+        if not self.cfg.data.val_file:
+            return None
+        split = vqa_split(self.cfg, "val")
+
+        def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
+            del epoch
+            device = next(model.parameters()).device
+            precision = resolve_precision(self.cfg.runtime.precision, device)
+            return build_evaluator(self.cfg, split, self.tokenizer, precision).run(model).values()
+
+        return evaluate
+
+    def select_metric(self) -> str | None:
+        return SELECT_METRIC if self.cfg.data.val_file else None
+
+
+TASKS.add("vqa", VQATask, "VQA: question encoder + answer decoder, weighted answers, distillation")
