@@ -1,0 +1,410 @@
+"""``albef finetune nlvr|ve``, ``albef evaluate nlvr|ve`` and ``albef evaluate nlvr-score``.
+
+albef finetune nlvr --config synthetic_nlvr --checkpoint runs/synthetic_nlvr_pretrain/checkpoints/step-00000062.pt
+albef evaluate nlvr --config runs/synthetic_nlvr/config.yaml --checkpoint runs/synthetic_nlvr/best.pt --split test
+albef evaluate nlvr-score --predictions P.csv --labels nlvr2/data/dev.json
+albef finetune ve --config synthetic_ve --checkpoint runs/synthetic_pretrain/checkpoints/step-00001260.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from albef.cli.config_cmd import add_config_arguments
+from albef.cli.train import add_train_arguments, resolve_config
+
+FINETUNE_NLVR = """\
+Finetune NLVR2 (spec §2.7) from a text-assignment checkpoint (albef pretrain-ta) or an NLVR2 checkpoint:
+one ViT pass over both images, fusion layers alternating between them with shared key/value projections, an
+MLP head on [CLS], distilled from the momentum model. Teachers absent from the checkpoint are copied from the
+loaded weights; --parity-teacher keeps the official order instead (copied before loading, spec §7 Q14).
+Each epoch is validated on data.val_file (accuracy, consistency); best.pt keeps the best accuracy, and the
+test split is then evaluated with it: <output-dir>/nlvr_test_report.json and the predictions file
+<output-dir>/nlvr_predictions_test.csv (identifier,True|False).
+"""
+
+FINETUNE_VE = """\
+Finetune SNLI-VE (spec §2.8) from a pretraining or SNLI-VE checkpoint: a 3-way MLP head on the fused [CLS]
+(0 contradiction, 1 neutral, 2 entailment), distilled from the momentum model with alpha from the first step.
+Each epoch is validated on data.val_file; best.pt keeps the best accuracy and the test split is evaluated
+with it: <output-dir>/ve_test_report.json (accuracy overall and per class).
+"""
+
+EVALUATE_NLVR = """\
+Evaluate an NLVR2 checkpoint on the dev or test split of the config: accuracy and consistency (the share of
+sentences all of whose image pairs are right, NLVR2's official metric). Splits are read in ALBEF's JSON or
+lil-lab's JSON lines (*.jsonl). Writes <output-dir>/nlvr_<split>_report.json and the predictions file in
+the official format (identifier,True|False); identifiers missing from ALBEF files are derived from the
+lil-lab image names.
+"""
+
+SCORE_NLVR = """\
+Score a predictions CSV exactly as lil-lab's nlvr2/eval/metrics.py: accuracy over the labelled examples,
+consistency over their sentences. Every labelled identifier needs a prediction; the missing ones are listed.
+"""
+
+EVALUATE_VE = """\
+Evaluate an SNLI-VE checkpoint on the dev or test split of the config: accuracy overall and per class.
+Writes <output-dir>/ve_<split>_report.json.
+"""
+
+DATASETS = {"nlvr": "nlvr2", "ve": "snli_ve", "nlvr_pretrain": "pretrain"}
+"""Report dataset names of the real data, per task (a synthetic config reports ``synthetic``)."""
+
+
+# -- registration -------------------------------------------------------------------------------------------
+def register_finetune(subparsers: Any) -> None:
+    """Add ``albef finetune nlvr`` and ``albef finetune ve``."""
+    nlvr = subparsers.add_parser(
+        "nlvr",
+        help="NLVR2 two-image classification (validation: accuracy + consistency)",
+        description=FINETUNE_NLVR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_train_arguments(nlvr, "synthetic_nlvr")
+    nlvr.add_argument(
+        "--parity-teacher",
+        action="store_true",
+        help="teachers keep their pre-load weights, as NLVR.py (copy_params before loading the checkpoint)",
+    )
+    nlvr.add_argument("--no-test", action="store_true", help="skip evaluating the test split at the end")
+    nlvr.set_defaults(handler=_finetune, task_name="nlvr")
+    ve = subparsers.add_parser(
+        "ve",
+        help="SNLI-VE entailment classification (validation: accuracy)",
+        description=FINETUNE_VE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_train_arguments(ve, "synthetic_ve")
+    ve.add_argument("--no-test", action="store_true", help="skip evaluating the test split at the end")
+    ve.set_defaults(handler=_finetune, task_name="ve", parity_teacher=False)
+
+
+def _add_evaluate_parser(
+    subparsers: Any, task: str, description: str, help_text: str
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        task, help=help_text, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_arguments(parser, default=f"synthetic_{task}")
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help=f"{task} checkpoint (ours or official)"
+    )
+    parser.add_argument("--split", choices=("dev", "test"), default="dev", help="default: dev")
+    parser.add_argument("--output-dir", help="where the report goes (default: runtime.output_dir)")
+    parser.set_defaults(handler=_evaluate, task_name=task)
+    return parser
+
+
+def register_evaluate(subparsers: Any) -> None:
+    """Add ``albef evaluate nlvr``, ``albef evaluate nlvr-score`` and ``albef evaluate ve``."""
+    nlvr = _add_evaluate_parser(
+        subparsers, "nlvr", EVALUATE_NLVR, "NLVR2 accuracy + consistency, predictions CSV"
+    )
+    nlvr.add_argument(
+        "--predictions",
+        metavar="FILE",
+        help="predictions CSV (default: <output-dir>/nlvr_predictions_<split>.csv)",
+    )
+    score = subparsers.add_parser(
+        "nlvr-score",
+        help="score an NLVR2 predictions CSV as the official script",
+        description=SCORE_NLVR,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    score.add_argument("--predictions", required=True, metavar="P.csv", help="identifier,prediction lines")
+    score.add_argument(
+        "--labels", required=True, metavar="LABELS.jsonl", help="lil-lab JSON lines (dev/test1)"
+    )
+    score.add_argument("--out", metavar="FILE", help="also write {accuracy, consistency, ...} as JSON here")
+    score.set_defaults(handler=_score)
+    _add_evaluate_parser(subparsers, "ve", EVALUATE_VE, "SNLI-VE accuracy overall and per class")
+
+
+# -- handlers -----------------------------------------------------------------------------------------------
+def _finetune(args: argparse.Namespace) -> int:
+    from albef.cli.main import AlbefError
+    from albef.engine.distributed import cleanup
+    from albef.engine.run import train
+    from albef.reporting.environment import utc_now_iso
+
+    cfg = checked_config(resolve_config(args), args.task_name, args.config)
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+    initial = args.checkpoint
+    if args.parity_teacher and args.checkpoint:
+        initial = str(parity_initial_weights(cfg, args.checkpoint))
+    start, tic = utc_now_iso(), time.perf_counter()
+    try:
+        result, model, ctx = train(
+            cfg, resume=args.resume, checkpoint=initial, show_progress=not args.no_progress
+        )
+        wall = time.perf_counter() - tic
+        weights = result.best_checkpoint or result.checkpoint
+        if result.best_checkpoint is not None:
+            from albef.checkpoint import load_checkpoint
+
+            load_checkpoint(model, cfg.task, str(result.best_checkpoint))
+        if ctx.world.is_main:
+            report = training_report(cfg, result, ctx.precision, args.checkpoint, start, wall)
+            save_report(report, Path(cfg.runtime.output_dir), f"{cfg.task}_train_report.json")
+            print_training(report)
+            if not args.no_test and cfg.data.test_file:
+                evaluate_and_report(cfg, model, ctx.precision, "test", weights)
+    finally:
+        cleanup()
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from albef.cli.main import AlbefError
+    from albef.config import load_config
+    from albef.engine.distributed import World
+    from albef.engine.precision import resolve_device, resolve_precision
+    from albef.engine.run import prepare_data
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"runtime.output_dir={args.output_dir}")
+    cfg = checked_config(load_config(args.config, overrides), args.task_name, args.config)
+    if not Path(args.checkpoint).is_file():
+        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+    prepare_data(cfg, World())
+    precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
+    model = load_eval_model(cfg, args.checkpoint).to(precision.device)
+    predictions = getattr(args, "predictions", None)
+    evaluate_and_report(cfg, model, precision, args.split, Path(args.checkpoint), predictions)
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    import json
+
+    from albef.cli.main import AlbefError
+    from albef.evaluation.nlvr_eval import (
+        MissingPredictionsError,
+        read_labels,
+        read_predictions,
+        score_predictions,
+    )
+
+    labels = read_labels(args.labels)  # a malformed file is a DataError naming the line
+    try:
+        score = score_predictions(read_predictions(args.predictions), labels)
+    except MissingPredictionsError as err:
+        raise AlbefError(f"{args.predictions} does not cover {args.labels}: {err}") from err
+    except ValueError as err:  # an unreadable predictions file (named in the message)
+        raise AlbefError(str(err)) from err
+    print(f"accuracy={score.accuracy}")
+    print(f"consistency={score.consistency}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dataclasses.asdict(score), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+# -- shared steps -------------------------------------------------------------------------------------------
+def checked_config(cfg: Any, task: str, name: str | None) -> Any:
+    """``cfg`` if it is a ``task`` config; else an :class:`~albef.cli.main.AlbefError`."""
+    from albef.cli.main import AlbefError
+
+    if cfg.task != task:
+        raise AlbefError(f"config {name!r} is for task '{cfg.task}', not {task}")
+    return cfg
+
+
+def parity_initial_weights(cfg: Any, checkpoint: str) -> Path:
+    """The official NLVR.py start: ``checkpoint`` loaded after ``copy_params``, teachers kept, saved whole.
+
+    The model is built after seeding with ``runtime.seed``, as :func:`albef.engine.run.train` builds it, so
+    the teachers hold the same pre-load weights the run would have had.
+    """
+    from albef.checkpoint import load_checkpoint
+    from albef.engine.checkpointing import atomic_torch_save
+    from albef.engine.run import seed_everything
+    from albef.models.builders import create_model
+
+    seed_everything(cfg.runtime.seed)
+    model = create_model(cfg.task, cfg.model)
+    load_checkpoint(model, cfg.task, checkpoint, parity=True)
+    return atomic_torch_save({"model": model.state_dict()}, Path(cfg.runtime.output_dir) / "parity_init.pt")
+
+
+def load_eval_model(cfg: Any, checkpoint: str) -> Any:
+    """The task model without teachers (evaluation needs none), ``checkpoint`` converted and loaded."""
+    from albef.checkpoint import load_checkpoint
+    from albef.models.builders import create_model
+
+    model = create_model(cfg.task, dataclasses.replace(cfg.model, distill=False))
+    load_checkpoint(model, cfg.task, checkpoint)
+    return model.eval()
+
+
+def evaluate_and_report(
+    cfg: Any,
+    model: Any,
+    precision: Any,
+    split: str,
+    checkpoint: Path | None,
+    predictions: str | None = None,
+) -> Any:
+    """Evaluate ``split``, write the run report (and for NLVR2 the predictions CSV), print the metrics."""
+    from albef.cli.main import AlbefError
+    from albef.evaluation.nlvr_eval import write_predictions
+    from albef.reporting.environment import utc_now_iso
+    from albef.tasks import get_task
+    from albef.tasks.data import build_tokenizer
+
+    task = get_task(cfg.task)(cfg, build_tokenizer(cfg.data))
+    try:
+        evaluator = task.evaluator(split, precision)  # type: ignore[attr-defined]
+    except ValueError as err:  # the config names no file for the split
+        raise AlbefError(str(err)) from err
+    start, tic = utc_now_iso(), time.perf_counter()
+    result = evaluator.run(model)
+    wall = time.perf_counter() - tic
+    out = Path(cfg.runtime.output_dir)
+    if cfg.task == "nlvr":
+        kept = [i for i, ok in enumerate(result.outputs["evaluated"]) if ok]
+        path = write_predictions(
+            predictions or out / f"nlvr_predictions_{split}.csv",
+            [result.outputs["identifiers"][i] for i in kept],
+            [result.outputs["predictions"][i] for i in kept],
+        )
+        result.extra["predictions_file"] = str(path)
+    result.extra["examples_per_s"] = result.n_samples / wall if wall > 0 else 0.0
+    report = result.to_report(
+        split=split, checkpoint=checkpoint_info(checkpoint), **report_fields(cfg, precision, start, wall)
+    )
+    path = save_report(report, out, f"{cfg.task}_{split}_report.json")
+    print_evaluation(report)
+    print(f"report: {path}")
+    return report
+
+
+def dataset_name(cfg: Any) -> str:
+    """``synthetic`` for a synthetic-world config, else the task's dataset."""
+    return "synthetic" if cfg.data.synthetic_size else DATASETS.get(cfg.task, cfg.task)
+
+
+def checkpoint_info(path: str | Path | None) -> Any:
+    """Path and SHA-256 of a checkpoint file (``None`` when there is none)."""
+    from albef.reporting.environment import file_sha256
+    from albef.reporting.schema import CheckpointInfo
+
+    if path is None or not Path(path).is_file():
+        return None
+    return CheckpointInfo(str(path), file_sha256(path))
+
+
+def report_fields(cfg: Any, precision: Any, start: str, wall: float) -> dict[str, Any]:
+    """The run-report fields every report of this module shares (dataset, preset, environment, config)."""
+    from albef.config.io import to_dict
+    from albef.reporting.environment import collect_environment
+
+    return {
+        "task": cfg.task,
+        "dataset": dataset_name(cfg),
+        "model_preset": cfg.name,
+        "environment": collect_environment(precision.device, precision.name, cfg.runtime.seed, start, wall),
+        "config": to_dict(cfg),
+    }
+
+
+def save_report(report: Any, out: Path, name: str) -> Path:
+    """Write the JSON report (and its Markdown where the renderer is available); returns the JSON path."""
+    path: Path = report.save(out / name)
+    try:
+        from albef.reporting.render import render  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return path
+    render(report, out)
+    return path
+
+
+def training_report(
+    cfg: Any, result: Any, precision: Any, initial: str | None, start: str, wall: float
+) -> Any:
+    """A ``kind="training"`` report: losses and batch accuracy (first/last tenth), validation, step time."""
+    from albef.cli.train import read_metrics
+    from albef.reporting.measure import stage_stats
+    from albef.reporting.schema import RunReport
+
+    records = read_metrics(Path(cfg.runtime.output_dir) / "metrics.jsonl")
+    history = [r for r in records if "step_time" in r]  # optimizer steps, not the validation records
+    report = RunReport(
+        kind="training",
+        split="train",
+        checkpoint=checkpoint_info(initial),
+        **report_fields(cfg, precision, start, wall),
+    )
+    tenth = max(1, len(history) // 10)
+    for key in [k for k in (history[0] if history else {}) if k.endswith(("_loss", "accuracy"))]:
+        percent = 100.0 if key.endswith("accuracy") else 1.0
+        for part, rows in (("first", history[:tenth]), ("last", history[-tenth:])):
+            value = percent * sum(r[key] for r in rows) / len(rows)
+            report.add_metric(
+                f"train_{key}_{part}", value, key.endswith("accuracy"), "%" if percent > 1 else ""
+            )
+    best = _best_validation(result)
+    for key, value in best.items():
+        if key.startswith("val/"):
+            name = key[len("val/") :]
+            report.add_metric(f"val_{name}", value, group="class" if name.startswith("accuracy_") else None)
+    if history:
+        items = [int(cfg.data.batch_size_train * cfg.optim.accum_steps)] * len(history)
+        report.stages["train_step"] = stage_stats(
+            [r["step_time"] for r in history], items, 0, stage="train_step", item="example"
+        )
+    report.extra.update(
+        steps=int(history[-1]["step"]) if history else 0,
+        validation=result.validation,
+        best_epoch=result.state.best_epoch,
+        best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None,
+        final_checkpoint=str(result.checkpoint) if result.checkpoint else None,
+        skipped_images=result.skipped_images,
+    )
+    return report
+
+
+def _best_validation(result: Any) -> dict[str, float]:
+    """The validation record of the best epoch (the last one when no best was kept)."""
+    if not result.validation:
+        return {}
+    best = result.state.best_epoch
+    chosen = [v for v in result.validation if best is not None and int(v["epoch"]) == best]
+    return dict(chosen[-1] if chosen else result.validation[-1])
+
+
+# -- printing -----------------------------------------------------------------------------------------------
+def print_evaluation(report: Any) -> None:
+    """The metrics (percent) and the classification throughput."""
+    from tabulate import tabulate
+
+    rows = [(name, m.group or "", f"{m.value:.2f}") for name, m in report.metrics.items()]
+    print(tabulate(rows, headers=[f"{report.task} {report.split}", "group", "%"], tablefmt="simple"))
+    for name, stage in report.stages.items():
+        lat = stage.latency_batch
+        print(
+            f"{name}: {stage.items_per_s:.1f} {stage.item}s/s, batch p50 {lat.p50_ms:.1f} ms, "
+            f"p95 {lat.p95_ms:.1f} ms ({stage.num_batches} batches)"
+        )
+
+
+def print_training(report: Any) -> None:
+    """First -> last value of each logged loss/accuracy, and the validation figures."""
+    names = sorted({n[: -len("_first")] for n in report.metrics if n.endswith("_first")})
+    for name in names:
+        first, last = report.metrics[f"{name}_first"].value, report.metrics[f"{name}_last"].value
+        print(f"{name[len('train_') :]}: {first:.4f} -> {last:.4f}")
+    for name, metric in report.metrics.items():
+        if name.startswith("val_"):
+            print(f"{name}: {metric.value:.2f}")
+    print(f"steps: {report.extra['steps']}")

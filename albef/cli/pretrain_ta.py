@@ -1,0 +1,66 @@
+"""``albef pretrain-ta``: text-assignment pretraining for NLVR², single process or under ``torchrun``.
+
+albef pretrain-ta --config synthetic_nlvr_pretrain --checkpoint runs/synthetic_pretrain/checkpoints/step-00001260.pt
+albef pretrain-ta --config nlvr_pretrain --checkpoint ALBEF_4M.pth --set data.root=/data/albef
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from albef.cli.train import add_train_arguments, resolve_config
+
+DESCRIPTION = """\
+Text-assignment (TA) pretraining, the step between pretraining and NLVR2 finetuning (spec §2.7): each caption
+is shown with two images of its batch (partners drawn by image-image similarity; never the caption's own
+image twice) and a 3-way head says whether it describes the first, the second or neither. The encoder has
+every fusion layer doubled (18 layers for BERT-base), the two layers of a pair sharing the cross-attention
+key/value projections; a pretraining checkpoint is converted so (fusion layer N -> layers 2N-6 and 2N-5).
+Writes checkpoints, metrics.jsonl and <output-dir>/nlvr_pretrain_train_report.json; the last checkpoint
+is what 'albef finetune nlvr --checkpoint' takes.
+"""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``pretrain-ta`` command."""
+    parser = subparsers.add_parser(
+        "pretrain-ta",
+        help="text-assignment pretraining for NLVR2 (two-image encoder, 3-way head)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_train_arguments(parser, "synthetic_nlvr_pretrain")
+    parser.set_defaults(handler=_pretrain_ta)
+
+
+def _pretrain_ta(args: argparse.Namespace) -> int:
+    from albef.cli.main import AlbefError
+    from albef.cli.nlvr import checked_config, print_training, save_report, training_report
+    from albef.engine.distributed import cleanup
+    from albef.engine.run import train
+    from albef.reporting.environment import utc_now_iso
+
+    cfg = checked_config(resolve_config(args), "nlvr_pretrain", args.config)
+    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
+        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+    start, tic = utc_now_iso(), time.perf_counter()
+    try:
+        result, _, ctx = train(
+            cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
+        )
+        if ctx.world.is_main:
+            report = training_report(
+                cfg, result, ctx.precision, args.checkpoint, start, time.perf_counter() - tic
+            )
+            path = save_report(report, Path(cfg.runtime.output_dir), "nlvr_pretrain_train_report.json")
+            print_training(report)
+            print(f"checkpoint: {result.checkpoint}")
+            print(f"report: {path}")
+    finally:
+        cleanup()
+    return 0
