@@ -1,117 +1,83 @@
-"""Retrieval evaluation building blocks: encode a split once, then rank by ITC similarity.
+"""Retrieval evaluation: encode a split once, rank by ITC, re-rank the top k by ITM, score.
 
-Texts are padded to ``max_length`` (30) with truncation, images take the test transform, as the official
-evaluation (spec §5.1). The ITM re-ranking of the top k candidates builds on these features.
+The protocol is the official one (spec §5.1): texts are ``pre_caption``-ed, padded to ``max_length`` (30)
+with truncation and run through the text layers; images take the test transform; the ITC similarity
+``image_feat @ text_feat.T`` (no temperature) picks each query's top k candidates; every candidate is scored
+by the ITM head's match logit (``score="itm"``, the official default) or by that logit plus the ITC similarity
+(``score="itm+itc"``, as LAVIS); every other cell holds -100. ``itc_only`` skips the re-ranking.
+
+:class:`RetrievalEvaluator` runs it, timing each stage, with the re-ranking batched over many queries
+(:mod:`albef.evaluation.rerank`) and, under ``torchrun``, its queries sharded over the ranks and the rows
+gathered: the matrices are the same as in a single process. Features can be cached on disk
+(:mod:`albef.evaluation.feature_cache`).
+
+The memory plan of an evaluation (COCO-5k at 384 px included) is in :mod:`albef.evaluation.feature_cache`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 
-from albef.data.collate import collate_images
-from albef.data.datasets import RetrievalEvalImages, retrieval_eval_texts
-from albef.data.loaders import build_loader
+from albef.config.schema import ExperimentConfig
+from albef.data.errors import DataError
+from albef.data.formats import read_coco_captions, read_maccap_flickr, read_retrieval_eval
 from albef.data.records import RetrievalEvalSet
 from albef.data.tokenizer import TextTokenizer
-from albef.data.transforms import build_test_transform
+from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
-from albef.evaluation.metrics import retrieval_metrics
+from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.feature_cache import (
+    DEFAULT_BUDGET_MB,
+    FEATURE_DTYPES,
+    MAX_PAIRS_PER_CALL,
+    FeatureCache,
+    FusionDims,
+    MemoryPlan,
+    RetrievalFeatures,
+    encode_images,
+    encode_split,
+    encode_texts,
+    plan_memory,
+)
+from albef.evaluation.metrics import (
+    OFFICIAL_KEYS,
+    RANK_KEYS,
+    RERANK_FILL,
+    TieRule,
+    fill_scores,
+    retrieval_metrics,
+    topk_candidates,
+)
+from albef.evaluation.rerank import Direction, PairScorer, ScoreMode
 from albef.models.albef import ContrastiveALBEF
+from albef.reporting.measure import StageTimer
+from albef.reporting.schema import Metric
 
-
-@dataclass
-class RetrievalFeatures:
-    """Everything the ranking stages need, computed once per split.
-
-    Attributes:
-        image_embeds: ViT tokens (N_i, 1 + N, D), or ``None`` when not kept (ITC only).
-        image_feat: Normalised image features (N_i, E).
-        text_states: Text-mode states (N_t, L, H), or ``None`` when not kept.
-        text_mask: (N_t, L).
-        text_feat: Normalised text features (N_t, E).
-    """
-
-    image_embeds: Tensor | None
-    image_feat: Tensor
-    text_states: Tensor | None
-    text_mask: Tensor
-    text_feat: Tensor
-
-
-@torch.inference_mode()
-def encode_texts(
-    model: ContrastiveALBEF,
-    tokenizer: TextTokenizer,
-    texts: Sequence[str],
-    precision: Precision,
-    batch_size: int = 256,
-    max_length: int = 30,
-    keep_states: bool = True,
-) -> tuple[Tensor | None, Tensor, Tensor]:
-    """Text-mode states (N, L, H) or None, masks (N, L) and features (N, E), in batches."""
-    states, masks, feats = [], [], []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer.encode(
-            list(texts[start : start + batch_size]), padding="max_length", max_length=max_length
-        )
-        tokens = tokens.to(precision.device)
-        with precision.autocast():
-            enc = model.encode_text(tokens.input_ids, tokens.attention_mask)
-        if keep_states:
-            states.append(enc.states.float().cpu())
-        masks.append(tokens.attention_mask.cpu())
-        feats.append(enc.feat.float().cpu())
-    return (torch.cat(states) if keep_states else None), torch.cat(masks), torch.cat(feats)
-
-
-@torch.inference_mode()
-def encode_images(
-    model: ContrastiveALBEF, loader: Any, precision: Precision, keep_tokens: bool = True
-) -> tuple[Tensor | None, Tensor]:
-    """ViT tokens (N, 1+P, D) or None, and features (N, E), in loader order."""
-    embeds, feats = [], []
-    for batch in loader:
-        with precision.autocast():
-            enc = model.encode_image(batch.image.to(precision.device))
-        if keep_tokens:
-            embeds.append(enc.embeds.float().cpu())
-        feats.append(enc.feat.float().cpu())
-    return (torch.cat(embeds) if keep_tokens else None), torch.cat(feats)
-
-
-def encode_split(
-    model: ContrastiveALBEF,
-    split: RetrievalEvalSet,
-    image_root: str | Path,
-    tokenizer: TextTokenizer,
-    precision: Precision,
-    image_res: int,
-    batch_size: int = 64,
-    text_batch_size: int = 256,
-    max_length: int = 30,
-    max_words: int = 30,
-    keep_tokens: bool = True,
-    num_workers: int = 0,
-    source: str = "",
-) -> RetrievalFeatures:
-    """Encode every image and caption of a split (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    dataset = RetrievalEvalImages(split, image_root, build_test_transform(image_res), source=source)
-    loader = build_loader(dataset, batch_size, collate_images, train=False, num_workers=num_workers)
-    image_embeds, image_feat = encode_images(model, loader, precision, keep_tokens)
-    texts = retrieval_eval_texts(split, max_words)
-    states, mask, text_feat = encode_texts(
-        model, tokenizer, texts, precision, text_batch_size, max_length, keep_tokens
-    )
-    model.train(was_training)
-    return RetrievalFeatures(image_embeds, image_feat, states, mask, text_feat)
+__all__ = [
+    "FEATURE_DTYPES",
+    "FusionDims",
+    "MemoryPlan",
+    "RetrievalEvaluator",
+    "RetrievalFeatures",
+    "RetrievalSettings",
+    "chance_recall_at_1",
+    "encode_images",
+    "encode_split",
+    "encode_texts",
+    "itc_retrieval_metrics",
+    "itc_similarity",
+    "plan_memory",
+    "read_eval_split",
+    "settings_from_config",
+    "shard_rows",
+]
 
 
 def itc_similarity(features: RetrievalFeatures) -> Tensor:
@@ -123,3 +89,297 @@ def itc_retrieval_metrics(features: RetrievalFeatures, split: RetrievalEvalSet) 
     """Retrieval metrics of the ITC ranking alone (no ITM re-ranking)."""
     sims = itc_similarity(features)
     return retrieval_metrics(sims, sims.T, split.img2txt, split.txt2img)
+
+
+# -- splits ---------------------------------------------------------------------------------------------------
+def read_eval_split(path: str | Path) -> RetrievalEvalSet:
+    """Read a retrieval val/test file in any supported layout, recognised by its content.
+
+    - the official list ``[{"image", "caption": [...]}]`` (:func:`~albef.data.formats.read_retrieval_eval`);
+    - the MacCap Flickr30K list ``[{"image_name", "captions": [...]}]`` (:func:`read_maccap_flickr`);
+    - a COCO caption file ``{"images", "annotations"}`` (:func:`read_coco_captions`).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DataError(path, f"cannot read the file ({err.strerror or err})") from err
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno) from err
+    if isinstance(data, dict) and "annotations" in data:
+        return read_coco_captions(path)
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "image_name" in data[0]:
+        return read_maccap_flickr(path)
+    return read_retrieval_eval(path)
+
+
+def chance_recall_at_1(split: RetrievalEvalSet) -> dict[str, float]:
+    """R@1 (percent) of a random ranking: ``txt_r1`` averages captions-per-image / N_t, ``img_r1`` is 1 / N_i."""
+    txt = sum(len(texts) for texts in split.img2txt) / (split.num_images * split.num_texts)
+    return {"txt_r1": 100.0 * txt, "img_r1": 100.0 / split.num_images}
+
+
+# -- the evaluator --------------------------------------------------------------------------------------------
+@dataclass
+class RetrievalSettings:
+    """How a split is evaluated (defaults: the official COCO protocol).
+
+    Attributes:
+        k: Candidates re-ranked per query (official: 256 COCO, 128 Flickr30K).
+        score: ``itm`` (official: the match logit) or ``itm+itc`` (LAVIS: logit + ITC similarity).
+        itc_only: Rank by the ITC similarity alone (no re-ranking).
+        image_res: Test resolution.
+        batch_size: Images per encoder batch.
+        text_batch_size: Texts per encoder batch.
+        max_length: Token length texts are padded/truncated to.
+        max_words: ``pre_caption`` word limit.
+        feature_dtype: Storage of image tokens and text states (:data:`FEATURE_DTYPES`).
+        budget_mb: Memory budget of one fusion call (MiB).
+        max_pairs_per_call: Cap on the pairs of one fusion call.
+        num_workers: Image loader workers.
+        ties: The tie rule of the ranks (:mod:`albef.evaluation.metrics`).
+    """
+
+    k: int = 256
+    score: ScoreMode = "itm"
+    itc_only: bool = False
+    image_res: int = 384
+    batch_size: int = 64
+    text_batch_size: int = 256
+    max_length: int = 30
+    max_words: int = 30
+    feature_dtype: str = "fp32"
+    budget_mb: float = DEFAULT_BUDGET_MB
+    max_pairs_per_call: int = MAX_PAIRS_PER_CALL
+    num_workers: int = 0
+    ties: TieRule = "lower_index_first"
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.score not in ("itm", "itm+itc"):
+            raise ValueError(f"score must be 'itm' or 'itm+itc', got {self.score!r}")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise ValueError(
+                f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.feature_dtype!r}"
+            )
+
+    def encoding(self) -> dict[str, Any]:
+        """The settings the features depend on (part of the cache key)."""
+        return {
+            "image_res": self.image_res,
+            "max_length": self.max_length,
+            "max_words": self.max_words,
+            "feature_dtype": self.feature_dtype,
+            "tokens": not self.itc_only,
+        }
+
+
+def settings_from_config(cfg: ExperimentConfig, **overrides: Any) -> RetrievalSettings:
+    """The settings of ``cfg`` (``eval.k_test``, test resolution and batch sizes), then ``overrides``."""
+    values: dict[str, Any] = {
+        "k": cfg.eval.k_test,
+        "image_res": cfg.model.vision.image_res,
+        "batch_size": cfg.data.batch_size_test,
+        "text_batch_size": cfg.eval.text_batch_size,
+        "max_length": cfg.data.max_tokens_eval or 30,
+        "max_words": cfg.data.max_words,
+        "num_workers": cfg.data.num_workers,
+    }
+    return RetrievalSettings(**{**values, **overrides})
+
+
+def shard_rows(total: int, world: World) -> Tensor:
+    """This rank's query rows: contiguous blocks of ``total // world_size + 1`` rows (the official split)."""
+    step = total // world.world_size + 1
+    start = min(total, world.rank * step)
+    return torch.arange(start, min(total, start + step))
+
+
+@dataclass
+class Reranked:
+    """The ITM scores of this rank's queries: ``scores[d]`` (n, k) for the rows ``rows[d]`` (n,)."""
+
+    rows: dict[str, Tensor]
+    candidates: dict[str, Tensor]
+    itc: dict[str, Tensor]
+    scores: dict[str, Tensor]
+    pairs_requested: int
+    pairs_scored: int
+
+
+def rerank_local(scorer: PairScorer, sims: Tensor, k: int, world: World, timer: StageTimer) -> Reranked:
+    """Re-rank this rank's image and text queries; a pair asked by both directions is scored once."""
+    rows, candidates, itc = {}, {}, {}
+    for direction, matrix in (("i2t", sims), ("t2i", sims.T)):
+        rows[direction] = shard_rows(matrix.shape[0], world)
+        with timer.stage("topk", items=max(1, rows[direction].shape[0]), item="query"):
+            itc[direction], candidates[direction] = topk_candidates(matrix[rows[direction]], k)
+    n_text = sims.shape[1]
+    images = [rows["i2t"].repeat_interleave(candidates["i2t"].shape[1]), candidates["t2i"].reshape(-1)]
+    texts = [candidates["i2t"].reshape(-1), rows["t2i"].repeat_interleave(candidates["t2i"].shape[1])]
+    pair_ids = torch.cat(images) * n_text + torch.cat(texts)
+    unique, inverse = torch.unique(pair_ids, return_inverse=True)
+    scored = scorer.score(unique // n_text, unique % n_text)[inverse]
+    split = candidates["i2t"].numel()
+    scores = {
+        "i2t": scored[:split].view(candidates["i2t"].shape),
+        "t2i": scored[split:].view(candidates["t2i"].shape),
+    }
+    return Reranked(rows, candidates, itc, scores, pair_ids.numel(), unique.numel())
+
+
+def dense_scores(
+    parts: list[Reranked], direction: Direction, shape: tuple[int, int], add_itc: bool
+) -> Tensor:
+    """The full (R, C) matrix of one direction from every rank's rows (-100 outside each top k)."""
+    out = torch.full(shape, RERANK_FILL, dtype=torch.float32)
+    for part in parts:
+        scores = part.scores[direction] + (part.itc[direction] if add_itc else 0.0)
+        rows, candidates = part.rows[direction], part.candidates[direction]
+        out[rows] = fill_scores((rows.shape[0], shape[1]), torch.arange(rows.shape[0]), candidates, scores)
+    return out
+
+
+def _metric_objects(values: dict[str, float]) -> dict[str, Metric]:
+    """Recalls in percent (higher is better), ranks as plain numbers (lower is better)."""
+    out = {key: Metric(values[key]) for key in OFFICIAL_KEYS}
+    out.update({key: Metric(values[key], higher_is_better=False, unit="") for key in RANK_KEYS})
+    return out
+
+
+class RetrievalEvaluator(Evaluator):
+    """Image-text retrieval on one split (module docstring).
+
+    Args:
+        split: The images, captions and links.
+        image_root: Root of the split's relative image paths.
+        tokenizer: The text tokenizer.
+        precision: Device and autocast of the run.
+        settings: The protocol (:class:`RetrievalSettings`).
+        world: This process's place in the job: queries are sharded over ranks, rows gathered.
+        cache: An on-disk feature cache, used when ``cache_key`` is given.
+        cache_key: The features' key (:func:`~albef.evaluation.feature_cache.cache_key`).
+        source: The annotation file, named in data errors.
+    """
+
+    task = "retrieval"
+
+    def __init__(
+        self,
+        split: RetrievalEvalSet,
+        image_root: str | Path,
+        tokenizer: TextTokenizer,
+        precision: Precision,
+        settings: RetrievalSettings,
+        *,
+        world: World | None = None,
+        cache: FeatureCache | None = None,
+        cache_key: str | None = None,
+        source: str = "",
+    ) -> None:
+        self.split, self.image_root, self.tokenizer = split, image_root, tokenizer
+        self.precision, self.settings = precision, settings
+        self.world = world or World()
+        self.cache, self.cache_key = cache, cache_key
+        self.source = source
+
+    def features(self, model: ContrastiveALBEF, timer: StageTimer) -> tuple[RetrievalFeatures, str]:
+        """The split's features from the cache or the encoders; also the cache status."""
+        s = self.settings
+        if self.cache is not None and self.cache_key is not None:
+            hit = self.cache.load(self.cache_key, not s.itc_only)
+            if hit is not None:
+                return hit, "hit"
+        features = encode_split(
+            model, self.split, self.image_root, self.tokenizer, self.precision, s.image_res,
+            batch_size=s.batch_size, text_batch_size=s.text_batch_size, max_length=s.max_length,
+            max_words=s.max_words, keep_tokens=not s.itc_only, num_workers=s.num_workers, source=self.source,
+            store_dtype=FEATURE_DTYPES[s.feature_dtype], timer=timer,
+        )  # fmt: skip
+        if self.cache is None or self.cache_key is None:
+            return features, "disabled"
+        if self.world.is_main:
+            self.cache.save(self.cache_key, features)
+        return features, self.cache.status
+
+    @torch.inference_mode()
+    def run(self, model: Module) -> EvalResult:
+        """Encode, rank by ITC, re-rank the top k by ITM (unless ``itc_only``) and score the split."""
+        model = _contrastive(model)
+        was_training = model.training
+        model.eval()
+        try:
+            return self._run(model)
+        finally:
+            model.train(was_training)
+
+    def _run(self, model: ContrastiveALBEF) -> EvalResult:
+        s, device = self.settings, self.precision.device
+        timer = StageTimer(device)
+        features, cache_status = self.features(model, timer)
+        n_img, n_txt = features.image_feat.shape[0], features.text_feat.shape[0]
+        with timer.stage("itc_similarity", items=n_img * n_txt, item="pair"):
+            sims = features.image_feat @ features.text_feat.T
+        extra: dict[str, Any] = {"cache": cache_status, "world_size": self.world.world_size, **asdict(s)}
+        if s.itc_only:
+            scores_i2t, scores_t2i = sims, sims.T.contiguous()
+        else:
+            scores_i2t, scores_t2i = self._rerank(model, features, sims, timer, extra)
+        values = retrieval_metrics(
+            scores_i2t, scores_t2i, self.split.img2txt, self.split.txt2img, ties=s.ties
+        )
+        extra["chance"] = chance_recall_at_1(self.split)
+        return EvalResult(
+            metrics=_metric_objects(values),
+            n_samples=n_img + n_txt,
+            stages=timer.stats(),
+            memory=timer.peak_memory(),
+            outputs={"scores_i2t": scores_i2t, "scores_t2i": scores_t2i, "itc": sims},
+            extra={"n_images": n_img, "n_texts": n_txt, **extra},
+        )
+
+    def _rerank(
+        self,
+        model: ContrastiveALBEF,
+        features: RetrievalFeatures,
+        sims: Tensor,
+        timer: StageTimer,
+        extra: dict[str, Any],
+    ) -> tuple[Tensor, Tensor]:
+        """The two dense score matrices, re-ranked on this rank's queries and gathered from every rank."""
+        s = self.settings
+        if features.image_embeds is None or features.text_states is None:
+            raise ValueError(
+                "re-ranking needs the image tokens and text states (features were encoded ITC-only)"
+            )
+        plan = plan_memory(
+            FusionDims.of(model), sims.shape[0], sims.shape[1], features.image_embeds.shape[1], s.k, features.text_mask.shape[1],
+            s.feature_dtype, 2 if self.precision.autocast_dtype is not None else 4, s.budget_mb, s.max_pairs_per_call,
+        )  # fmt: skip
+        scorer = PairScorer(
+            model, features.image_embeds, features.text_states, features.text_mask, self.precision.device,
+            self.precision.autocast, plan.pairs_per_call, s.text_batch_size, timer,
+        )  # fmt: skip
+        local = rerank_local(scorer, sims, s.k, self.world, timer)
+        parts: list[Reranked] = all_gather_object(local)
+        extra.update(
+            memory_plan=plan.as_dict(),
+            pairs_requested=sum(p.pairs_requested for p in parts),
+            pairs_scored=sum(p.pairs_scored for p in parts),
+            fusion_calls=scorer.calls,
+        )
+        add_itc = s.score == "itm+itc"
+        return (
+            dense_scores(parts, "i2t", tuple(sims.shape), add_itc),  # type: ignore[arg-type]
+            dense_scores(parts, "t2i", (sims.shape[1], sims.shape[0]), add_itc),
+        )
+
+
+def _contrastive(model: Module) -> ContrastiveALBEF:
+    """The model as a :class:`ContrastiveALBEF` (unwrapping DDP), or a ``TypeError``."""
+    inner = getattr(model, "module", model)
+    if not isinstance(inner, ContrastiveALBEF):
+        raise TypeError(
+            f"retrieval evaluation needs a retrieval/pretraining model, got {type(inner).__name__}"
+        )
+    return inner

@@ -18,7 +18,6 @@ from albef.losses import contrastive_targets, itc_loss, itm_loss, negative_weigh
 from albef.losses.itm import NegativeSamples, exclusion_mask
 from albef.models.albef import ContrastiveALBEF, ImageEncoding, TextEncoding
 
-
 NEGATIVE_STRATEGIES = ("hard", "random")
 
 
@@ -87,7 +86,9 @@ def draw_negatives(
     batch = sim_i2t.shape[0]
     exclude = exclusion_mask(batch, idx, device=sim_i2t.device)
     if strategy not in NEGATIVE_STRATEGIES:
-        raise ValueError(f"unknown ITM negative strategy {strategy!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}")
+        raise ValueError(
+            f"unknown ITM negative strategy {strategy!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}"
+        )
     with torch.no_grad():
         if strategy == "random":
             uniform = (~exclude).float()
