@@ -41,11 +41,13 @@ class RetrievalObjective:
     Args:
         distill: Mix the momentum teacher's similarities into the ITC targets.
         parity: Draw negatives row by row on the default generator, in the official order.
+        itm_negatives: ``hard`` (official) or ``random`` ITM negatives (``model.itm_negatives``).
     """
 
-    def __init__(self, distill: bool = True, parity: bool = False) -> None:
+    def __init__(self, distill: bool = True, parity: bool = False, itm_negatives: str = "hard") -> None:
         self.distill = distill
         self.parity = parity
+        self.itm_negatives = itm_negatives
 
     def __call__(self, model: ALBEFRetrieval, batch: RetrievalBatch, alpha: float) -> dict[str, Tensor]:
         """Losses ``itc_loss`` and ``itm_loss``, and the logged ``temp``."""
@@ -64,7 +66,9 @@ class RetrievalObjective:
         """The negative sampler of a batch: same-image entries (equal ``idx``) are never drawn."""
 
         def draw(itc: ITCResult) -> NegativeSamples:
-            return draw_negatives(itc.sim_i2t, itc.sim_t2i, idx, parity=self.parity)
+            return draw_negatives(
+                itc.sim_i2t, itc.sim_t2i, idx, parity=self.parity, strategy=self.itm_negatives
+            )
 
         return draw
 
@@ -102,7 +106,9 @@ class RetrievalTask(Task):
         return RetrievalCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
 
     def objective(self) -> Objective:
-        return RetrievalObjective(distill=self.cfg.model.distill)  # type: ignore[return-value]  # narrower types
+        return RetrievalObjective(  # type: ignore[return-value]  # narrower model/batch types
+            distill=self.cfg.model.distill, itm_negatives=self.cfg.model.itm_negatives
+        )
 
     def epoch_evaluator(self) -> EpochEvaluator | None:
         """Official-protocol retrieval metrics on ``data.val_file`` (none without one)."""

@@ -52,9 +52,10 @@ def test_losses_and_queue(model: ALBEFRetrieval, batch: RetrievalBatch) -> None:
     assert int(model.queue.queue_ptr) == 8
 
 
-def test_negatives_never_share_the_image(model: ALBEFRetrieval, batch: RetrievalBatch) -> None:
+@pytest.mark.parametrize("strategy", ["hard", "random"])
+def test_negatives_never_share_the_image(model: ALBEFRetrieval, batch: RetrievalBatch, strategy: str) -> None:
     drawn: list[NegativeSamples] = []
-    objective = RetrievalObjective()
+    objective = RetrievalObjective(itm_negatives=strategy)
     draw = objective.draw_for(batch.idx)
 
     def spy(itc: ITCResult) -> NegativeSamples:
@@ -160,3 +161,12 @@ def test_finetune_usage_errors_exit_2(tmp_path_factory: pytest.TempPathFactory, 
     else:
         argv += ["--resume", str(out / "nope.pt")]
     assert main(argv) == 2
+
+
+def test_the_objective_takes_the_itm_negative_strategy_from_the_config() -> None:
+    for preset, strategy in (("retrieval_coco", "hard"), ("synthetic_retrieval", "random")):
+        cfg = load_config(preset)
+        task = RetrievalTask.__new__(RetrievalTask)  # the objective needs only the config
+        task.cfg = cfg
+        objective = task.objective()
+        assert isinstance(objective, RetrievalObjective) and objective.itm_negatives == strategy
