@@ -63,7 +63,14 @@ COMPUTED = {
         "rerank.i2t.batched_vs_one_query",
         "rerank.t2i.batched_vs_one_query",
     ),
-    "vqa.pt": ("state_dict", "question_states", "topk_ids", "topk_probs", "train_loss", "train_loss.ema_step"),
+    "vqa.pt": (
+        "state_dict",
+        "question_states",
+        "topk_ids",
+        "topk_probs",
+        "train_loss",
+        "train_loss.ema_step",
+    ),
     "nlvr.pt": ("state_dict", "logits", "train_loss"),
     "ve.pt": ("state_dict", "logits", "train_loss"),
 }
