@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.albef-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv quickstart test test-slow lint type clean
+.PHONY: venv quickstart test test-slow lint type clean gate
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+gate: $(STAMP)
+	$(BIN)/python benchmarks/ci_gate.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q $(PYTEST_ARGS)
