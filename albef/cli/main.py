@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "albef.cli.pretrain_ta",
     "albef.cli.finetune",
     "albef.cli.evaluate",
+    "albef.cli.reproduce",
     "albef.cli.data",
     "albef.cli.config_cmd",
     "albef.cli.ls",
