@@ -1,61 +1,306 @@
-"""``albef quickstart``: the main job on the embedded synthetic world.
+"""``albef quickstart``: the whole method on the embedded synthetic world, in minutes on a CPU.
 
-Today it generates (or reuses) the world that every synthetic preset trains on and prints its summary;
-pretraining, finetuning, evaluation and the report join this command as they land.
+World -> pretraining (ITC + ITM + MLM) -> in parallel: retrieval finetune + evaluation, VQA finetune +
+evaluation, text assignment -> NLVR² finetune + evaluation, SNLI-VE finetune + evaluation -> one report
+(:mod:`albef.reporting.summary`). Each stage is an ordinary ``albef`` command run as a subprocess with its own
+log, so a stage can be re-run by hand with the command the log starts with.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 DESCRIPTION = """\
-Run the main job on the embedded synthetic world: generate (or reuse) the world the synthetic presets use
-and print its summary (files, record counts, chance level of every task). Offline, CPU only.
+Run the whole method on the embedded synthetic world (offline, CPU): generate the world, pretrain ALBEF
+from scratch (ITC + ITM + MLM), then finetune and evaluate image-text retrieval, VQA, NLVR2 (after
+text-assignment pretraining) and SNLI-VE, two stages at a time, and write one report (Markdown + JSON + plots:
+loss curves, every task against its chance level, throughput per stage) to --report-dir.
+
+About 15 minutes on 2 CPU cores at the default --minutes 15; --minutes scales every stage's epochs (fewer
+minutes, lower accuracy). The same seed gives the same numbers. Each stage's log, checkpoints and run report
+are under --output-dir/<stage>/.
 """
+
+DEFAULT_MINUTES = 15.0
+
+EPOCHS = {"pretrain": 16, "retrieval": 3, "vqa": 3, "ta": 4, "nlvr": 4, "ve": 4}
+"""Epochs of each stage at the default budget (scaled by ``minutes / 15``, at least 1)."""
+
+
+@dataclass
+class Stage:
+    """One ``albef`` command of the pipeline.
+
+    Attributes:
+        name: Stage name (also the folder under the output directory).
+        argv: The ``albef`` arguments without the checkpoint (filled in when the stage starts).
+        after: The stage whose newest checkpoint initialises this one.
+        report: Path of the stage's test run report, relative to its folder.
+        threads: Torch threads of the subprocess.
+    """
+
+    name: str
+    argv: list[str]
+    after: str | None
+    report: str | None
+    threads: int = 1
+    wall_s: float = 0.0
+    returncode: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def register(subparsers: Any) -> None:
     """Add the ``quickstart`` command."""
     parser = subparsers.add_parser(
         "quickstart",
-        help="the main job on the embedded synthetic world (offline, CPU)",
+        help="the whole method on the embedded synthetic world: pretrain, finetune, evaluate, report (CPU)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config",
-        default="synthetic_pretrain",
-        help="synthetic preset or YAML file whose data section names the world (default: synthetic_pretrain)",
+        "--minutes", type=float, default=DEFAULT_MINUTES, help="time budget on 2 CPU cores (default 15)"
     )
-    parser.add_argument("--size", choices=["small", "medium"], help="world size (default: the config's)")
-    parser.add_argument("--seed", type=int, help="world seed (default: the config's)")
-    parser.add_argument("--out", type=Path, help="world directory (default: the config's data.root)")
+    parser.add_argument("--size", choices=["small", "medium"], default="medium", help="world size")
+    parser.add_argument("--seed", type=int, default=0, help="world and training seed (default 0)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs/quickstart"),
+        help="stage runs (default runs/quickstart)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=Path("reports/quickstart"),
+        help="the summary report (default reports/quickstart)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="stages run at the same time after pretraining (default: CPUs, max 2)",
+    )
+    parser.add_argument(
+        "--world-only", action="store_true", help="only generate the world and print its summary"
+    )
     parser.set_defaults(handler=_run)
+
+
+def epochs_for(minutes: float) -> dict[str, int]:
+    """Epochs of each stage for a time budget (the default budget gives :data:`EPOCHS`)."""
+    scale = minutes / DEFAULT_MINUTES
+    return {name: max(1, round(epochs * scale)) for name, epochs in EPOCHS.items()}
+
+
+def build_stages(out: Path, world: Path, size: str, seed: int, minutes: float, threads: int) -> list[Stage]:
+    """The pipeline's stages in dependency order."""
+    epochs = epochs_for(minutes)
+    common = [
+        f"data.root={world}",
+        f"data.synthetic_size={size}",
+        f"data.synthetic_seed={seed}",
+        f"runtime.seed={seed}",
+        "data.num_workers=0",
+    ]
+
+    def argv(command: Sequence[str], config: str, name: str) -> list[str]:
+        sets = [*common, f"optim.epochs={epochs[name]}"]
+        return [*command, "--config", config, "--output-dir", str(out / name), "--no-progress"] + [
+            arg for s in sets for arg in ("--set", s)
+        ]
+
+    return [
+        Stage("pretrain", argv(["pretrain"], "synthetic_pretrain", "pretrain"), None, None, threads),
+        Stage(
+            "retrieval",
+            argv(["finetune", "retrieval"], "synthetic_retrieval", "retrieval"),
+            "pretrain",
+            "reports/retrieval-synthetic-test.json",
+        ),
+        Stage("vqa", argv(["finetune", "vqa"], "synthetic_vqa", "vqa"), "pretrain", "vqa_test_report.json"),
+        Stage("ta", argv(["pretrain-ta"], "synthetic_nlvr_pretrain", "ta"), "pretrain", None),
+        Stage("nlvr", argv(["finetune", "nlvr"], "synthetic_nlvr", "nlvr"), "ta", "nlvr_test_report.json"),
+        Stage("ve", argv(["finetune", "ve"], "synthetic_ve", "ve"), "pretrain", "ve_test_report.json"),
+    ]
+
+
+def newest_checkpoint(run_dir: Path) -> Path:
+    """The newest training checkpoint of a finished stage."""
+    from albef.cli.main import AlbefError
+    from albef.engine.checkpointing import CHECKPOINT_DIR, list_checkpoints
+
+    found = list_checkpoints(run_dir / CHECKPOINT_DIR)
+    if not found:
+        raise AlbefError(f"stage {run_dir.name} wrote no checkpoint under {run_dir / CHECKPOINT_DIR}")
+    return found[-1]
+
+
+def run_stage(stage: Stage, out: Path) -> Stage:
+    """Run one stage as ``python -m albef ...``; its output goes to ``out/logs/<stage>.log``."""
+    argv = list(stage.argv)
+    if stage.after is not None:
+        argv += ["--checkpoint", str(newest_checkpoint(out / stage.after))]
+    log = out / "logs" / f"{stage.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(stage.threads), "MKL_NUM_THREADS": str(stage.threads)}
+    command = [sys.executable, "-m", "albef", *argv]
+    tic = time.perf_counter()
+    with log.open("w", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(command) + "\n\n")
+        fh.flush()
+        proc = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    stage.wall_s = time.perf_counter() - tic
+    stage.returncode = proc.returncode
+    return stage
+
+
+def _say(message: str) -> None:
+    print(f"[quickstart {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_pipeline(stages: list[Stage], out: Path, jobs: int) -> dict[str, Stage]:
+    """Run ``stages`` respecting ``after`` (a stage starts once its parent succeeded), ``jobs`` at a time."""
+    from albef.cli.main import AlbefError
+
+    done: dict[str, Stage] = {}
+    pending = list(stages)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Any, Stage] = {}
+        while pending or running:
+            exclusive = any(s.threads > 1 for s in running.values())
+            for stage in [s for s in pending if s.after is None or s.after in done]:
+                # A multi-threaded stage (pretraining) runs alone; the others share the cores.
+                if exclusive or len(running) >= jobs or (stage.threads > 1 and running):
+                    break
+                pending.remove(stage)
+                _say(f"{stage.name}: started (log: {out / 'logs' / (stage.name + '.log')})")
+                running[pool.submit(run_stage, stage, out)] = stage
+                exclusive = stage.threads > 1
+            finished = next((f for f in list(running) if f.done()), None)
+            if finished is None:
+                time.sleep(0.5)
+                continue
+            stage = running.pop(finished)
+            finished.result()
+            if stage.returncode != 0:
+                for future in running:
+                    future.cancel()
+                raise AlbefError(
+                    f"stage {stage.name} failed (exit {stage.returncode}); see {out / 'logs' / (stage.name + '.log')}"
+                )
+            done[stage.name] = stage
+            _say(f"{stage.name}: done in {stage.wall_s:.0f} s")
+    return done
+
+
+def summarise(
+    stages: dict[str, Stage], out: Path, report_dir: Path, world: Path, args: argparse.Namespace
+) -> Path:
+    """Gather the stage reports into the quickstart report; returns the Markdown path."""
+    from albef.reporting.render import render
+    from albef.reporting.schema import RunReport
+    from albef.reporting.summary import (
+        chance_levels,
+        pipeline_report,
+        plot_pipeline,
+        read_loss_curves,
+        summary_markdown,
+    )
+
+    manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8"))
+    reports = {
+        name: RunReport.load(out / name / stage.report)
+        for name, stage in stages.items()
+        if stage.report is not None
+    }
+    summary_path = out / "pretrain" / "summary.json"
+    pretrain_summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
+    config = {
+        "minutes": args.minutes,
+        "size": args.size,
+        "seed": args.seed,
+        "epochs": epochs_for(args.minutes),
+        "commands": {name: " ".join(stage.argv) for name, stage in stages.items()},
+    }
+    report = pipeline_report(
+        reports, pretrain_summary, chance_levels(manifest), {n: s.wall_s for n, s in stages.items()}, config
+    )
+    if report_dir.exists():
+        shutil.rmtree(report_dir)
+    report_dir.mkdir(parents=True)
+    report.save(report_dir / "quickstart.json")
+    curves = {
+        name: read_loss_curves(out / name / "metrics.jsonl", parts)
+        for name, parts in (
+            ("pretrain", ("itc_loss", "itm_loss", "mlm_loss")),
+            ("retrieval", ("itc_loss", "itm_loss")),
+            ("vqa", ("vqa_loss",)),
+            ("ta", ("ta_loss",)),
+            ("nlvr", ("cls_loss",)),
+            ("ve", ("cls_loss",)),
+        )
+        if (out / name / "metrics.jsonl").exists()
+    }
+    figures = plot_pipeline(report, curves, report_dir)
+    for name, sub in reports.items():
+        render(sub, report_dir / name)
+        sub.save(report_dir / name / f"{name}.json")
+    markdown = report_dir / "quickstart.md"
+    markdown.write_text(summary_markdown(report, figures), encoding="utf-8")
+    return markdown
 
 
 def _run(args: argparse.Namespace) -> int:
     from albef.cli.data import ProgressBars, print_world_summary
     from albef.cli.main import AlbefError
-    from albef.config import load_config
     from albef.data.synthetic import DEFAULT_IMAGE_SIZE, SyntheticWorldError, ensure_world, world_matches
+    from albef.reporting.summary import summary_rows
 
-    cfg = load_config(args.config)
-    size = args.size or cfg.data.synthetic_size
-    if size is None:
-        raise AlbefError(
-            f"config {args.config!r} does not use the synthetic world (data.synthetic_size is unset)"
-        )
-    seed = cfg.data.synthetic_seed if args.seed is None else args.seed
-    root = args.out or Path(cfg.data.root if args.size is None else f"runs/synthetic/{size}-seed{seed}")
-    reused = world_matches(root, size, seed, DEFAULT_IMAGE_SIZE)
+    if args.minutes <= 0:
+        raise AlbefError(f"--minutes must be positive, got {args.minutes}")
+    world = Path(f"runs/synthetic/{args.size}-seed{args.seed}")
+    reused = world_matches(world, args.size, args.seed, DEFAULT_IMAGE_SIZE)
     bars = ProgressBars()
+    tic = time.perf_counter()
     try:
-        root = ensure_world(root, size, seed, progress=bars)
+        world = ensure_world(world, args.size, args.seed, progress=bars)
     except SyntheticWorldError as err:
         raise AlbefError(str(err)) from err
     finally:
         bars.close()
-    print_world_summary(root, reused)
+    print_world_summary(world, reused)
+    if args.world_only:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = args.jobs or max(1, min(2, cpus))
+    stages = build_stages(args.output_dir, world, args.size, args.seed, args.minutes, threads=max(1, cpus))
+    _say(f"{len(stages)} stages, {jobs} at a time after pretraining; epochs {epochs_for(args.minutes)}")
+    done = run_pipeline(stages, args.output_dir, jobs)
+    markdown = summarise(done, args.output_dir, args.report_dir, world, args)
+    from tabulate import tabulate
+
+    from albef.reporting.schema import RunReport
+
+    report = RunReport.load(args.report_dir / "quickstart.json")
+    print(
+        tabulate(
+            summary_rows(report), headers=("stage", "metric", "measured", "chance", ""), tablefmt="github"
+        )
+    )
+    print(f"\nreport: {markdown}  ({time.perf_counter() - tic:.0f} s in all)")
+    below = [k for k, ok in report.extra.get("above_chance", {}).items() if not ok]
+    if below:
+        print(f"not clearly above chance: {', '.join(below)}", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,103 @@
+"""The quickstart summary: chance levels from a manifest, the pipeline report, the page and its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from albef.reporting.schema import Metric, RunReport
+from albef.reporting.summary import (
+    chance_levels,
+    pipeline_report,
+    plot_pipeline,
+    read_loss_curves,
+    smooth,
+    summary_markdown,
+    summary_rows,
+)
+
+MANIFEST = {
+    "chance": {
+        "retrieval_test": {
+            "t2i_r1": 0.01,
+            "i2t_r1": 0.01,
+            "t2i_r5": 0.05,
+            "i2t_r5": 0.049,
+            "t2i_r10": 0.1,
+            "i2t_r10": 0.096,
+        },
+        "vqa_test": {"overall": 0.1357},
+        "nlvr_test": {"rate": 0.5, "random_consistency": 0.12},
+        "ve_test": {"rate": 1 / 3},
+    }
+}
+
+
+def _report(task: str, **metrics: float) -> RunReport:
+    report = RunReport(kind="evaluation", task=task, dataset="synthetic", split="test")
+    for name, value in metrics.items():
+        report.add_metric(name, value)
+    return report
+
+
+def test_chance_levels_come_from_the_manifest_in_percent() -> None:
+    chance = chance_levels(MANIFEST).values
+    assert chance["retrieval.txt_r5"] == pytest.approx(4.9)
+    assert chance["retrieval.img_r10"] == pytest.approx(10.0)
+    assert chance["retrieval.r_mean"] == pytest.approx((1 + 4.9 + 9.6 + 1 + 5 + 10) / 6)
+    assert chance["pretrain.zero_shot_r_mean"] == chance["retrieval.r_mean"]
+    assert chance["vqa.overall"] == pytest.approx(13.57)
+    assert (chance["nlvr.accuracy"], chance["nlvr.consistency"]) == pytest.approx((50.0, 12.0))
+    assert chance["ve.accuracy"] == pytest.approx(100 / 3)
+    assert chance_levels({}).values == {}
+
+
+def test_pipeline_report_prefixes_every_metric_and_judges_each_headline_against_chance() -> None:
+    stages = {
+        "retrieval": _report("retrieval", r_mean=40.0, txt_r1=20.0, img_r1=0.5),
+        "vqa": _report("vqa", overall=46.8),
+        "nlvr": _report("nlvr", accuracy=54.0, consistency=3.0),
+    }
+    stages["vqa"].metrics["other"] = Metric(33.4, group="answer_type")
+    summary = {"zero_shot_itc": {"r_mean": 61.1, "txt_mean_rank": 5.4}, "loss_first": {"itm_loss": 0.64}}
+    report = pipeline_report(stages, summary, chance_levels(MANIFEST), {"pretrain": 300.0}, {"minutes": 15})
+    assert report.metrics["vqa.overall"].value == 46.8
+    assert report.metrics["vqa.other"].group == "answer_type"
+    assert report.metrics["pretrain.zero_shot_r_mean"].value == 61.1
+    assert report.metrics["pretrain.zero_shot_txt_mean_rank"].higher_is_better is False
+    assert report.metrics["pretrain.itm_loss_first"].group == "loss"
+    assert report.extra["above_chance"] == {
+        "pretrain.zero_shot_r_mean": True,
+        "retrieval.r_mean": True,
+        "retrieval.txt_r1": True,
+        "retrieval.img_r1": False,  # 0.5 < 1 %
+        "vqa.overall": True,
+        "nlvr.accuracy": False,  # 54 is above 50, but within the 5-point margin
+        "nlvr.consistency": False,
+    }
+    rows = summary_rows(report)
+    assert ("nlvr", "accuracy", "54.0", "50.0", "NOT clearly above chance") in rows
+    assert ("vqa", "overall", "46.8", "13.6", "clearly above chance") in rows
+    assert RunReport.from_dict(json.loads(report.to_json())) == report  # a valid run report
+    page = summary_markdown(report)
+    assert "| vqa" in page and "NOT clearly above chance" in page and "300 s" in page
+
+
+def test_loss_curves_skip_validation_records_and_plots_are_written(tmp_path: Path) -> None:
+    lines = [{"step": s, "itc_loss": 5.0 - s / 10, "itm_loss": 0.6} for s in range(1, 31)]
+    lines.insert(10, {"step": 10, "epoch": 0, "val/r_mean": 12.0})
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    curves = read_loss_curves(path, ("itc_loss", "itm_loss", "mlm_loss"))
+    assert set(curves) == {"itc_loss", "itm_loss"} and len(curves["itc_loss"]) == 30
+    assert curves["itc_loss"][0] == (1, pytest.approx(4.9))
+    report = pipeline_report({"vqa": _report("vqa", overall=40.0)}, None, chance_levels(MANIFEST), {}, {})
+    figures = plot_pipeline(report, {"pretrain": curves}, tmp_path / "out")
+    assert [p.name for p in figures] == ["loss_pretrain.png", "tasks_vs_chance.png"]
+    assert all(p.stat().st_size > 1000 for p in figures)
+
+
+def test_smooth_is_a_trailing_mean() -> None:
+    assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]

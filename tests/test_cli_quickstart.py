@@ -1,0 +1,64 @@
+"""``albef quickstart``: stage plan, the scheduler (real subprocesses on cheap commands), failure reporting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from albef.cli.main import AlbefError
+from albef.cli.quickstart import EPOCHS, Stage, build_stages, epochs_for, run_pipeline
+
+
+def test_the_default_budget_gives_the_default_epochs_and_scales_down_to_one() -> None:
+    assert epochs_for(15) == EPOCHS
+    half = epochs_for(7.5)
+    assert half["pretrain"] == round(EPOCHS["pretrain"] / 2)
+    assert min(epochs_for(0.1).values()) == 1
+
+
+def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretraining(
+    tmp_path: Path,
+) -> None:
+    stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, threads=2)}
+    assert list(stages) == ["pretrain", "retrieval", "vqa", "ta", "nlvr", "ve"]
+    assert stages["pretrain"].after is None and stages["pretrain"].threads == 2
+    assert stages["nlvr"].after == "ta"
+    assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve")} == {"pretrain"}
+    argv = stages["vqa"].argv
+    assert argv[:3] == ["finetune", "vqa", "--config"] and "synthetic_vqa" in argv
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert {"data.root=W", "data.synthetic_size=small", "data.synthetic_seed=3", "runtime.seed=3"} <= set(
+        sets
+    )
+    assert f"optim.epochs={EPOCHS['vqa']}" in sets
+    assert argv[argv.index("--output-dir") + 1] == str(tmp_path / "vqa")
+
+
+def test_scheduler_runs_dependents_with_the_parents_newest_checkpoint(tmp_path: Path) -> None:
+    # "first" is a real albef command; "second" gets --checkpoint of first's newest checkpoint.
+    checkpoints = tmp_path / "first" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for step in (2, 10):
+        (checkpoints / f"step-{step:08d}.pt").write_bytes(b"")
+    stages = [
+        Stage("first", ["ls", "tasks"], None, None),
+        Stage("second", ["config", "show", "--config", "synthetic_vqa", "--help"], "first", None),
+        Stage("third", ["ls", "configs"], None, None),
+    ]
+    done = run_pipeline(stages, tmp_path, jobs=2)
+    assert set(done) == {"first", "second", "third"}
+    assert all(s.returncode == 0 and s.wall_s > 0 for s in done.values())
+    log = (tmp_path / "logs" / "second.log").read_text()
+    assert log.startswith("$ ") and f"--checkpoint {checkpoints / 'step-00000010.pt'}" in log.splitlines()[0]
+    assert "pretrain" in (tmp_path / "logs" / "first.log").read_text()  # the command's own output
+
+
+def test_a_failing_stage_stops_the_pipeline_naming_its_log(tmp_path: Path) -> None:
+    stages = [
+        Stage("broken", ["config", "show", "--config", "no_such_preset"], None, None),
+        Stage("child", ["ls", "tasks"], "broken", None),
+    ]
+    with pytest.raises(AlbefError, match=r"stage broken failed \(exit 2\); see .*broken\.log"):
+        run_pipeline(stages, tmp_path, jobs=1)
+    assert not (tmp_path / "logs" / "child.log").exists()
