@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from albef.config.schema import ExperimentConfig
+from albef.data.datasets import EpochConcatDataset
 from albef.data.tokenizer import TextTokenizer
 from albef.engine.trainer import EpochEvaluator, Objective
 from albef.models.builders import create_model
 from albef.registry import Registry
+from albef.tasks.data import data_path
 
 
 class Task(ABC):
@@ -60,6 +63,39 @@ class Task(ABC):
     def select_metric(self) -> str | None:
         """The validation metric (higher is better) that picks ``best.pt``; ``None`` keeps no best."""
         return None
+
+    def train_files_dataset(
+        self,
+        read: Callable[[Path], Any],
+        dataset_cls: Callable[..., Dataset[Any]],
+        transform: Callable[..., Any],
+        roots: Any = None,
+    ) -> Dataset[Any]:
+        """One ``dataset_cls`` per ``data.train_files`` entry (records from ``read``), concatenated.
+
+        Args:
+            read: Reads a file's records.
+            dataset_cls: A record dataset (``records, roots, transform, max_words=, source=, seed=,
+                bad_images=``).
+            transform: The training image transform.
+            roots: Image root(s); ``data.image_root`` by default.
+        """
+        data = self.cfg.data
+        roots = data_path(data, data.image_root) if roots is None else roots
+        return EpochConcatDataset(
+            [
+                dataset_cls(
+                    read(data_path(data, name)),
+                    roots,
+                    transform,
+                    max_words=data.max_words,
+                    source=str(data_path(data, name)),
+                    seed=self.cfg.runtime.seed,
+                    bad_images=data.bad_images,
+                )
+                for name in data.train_files
+            ]
+        )
 
     def check_model(self, model: nn.Module, global_batch: int) -> None:
         """Start-up checks that would otherwise crash mid-run (e.g. queue size vs global batch)."""

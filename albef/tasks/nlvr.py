@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from albef.data.collate import (
-    CaptionCollator,
     ImageTextBatch,
     LabelledBatch,
     LabelledCollator,
@@ -34,11 +33,11 @@ from albef.data.collate import (
     PairCollator,
     TextPolicy,
 )
-from albef.data.datasets import EpochConcatDataset, NLVRDataset, PretrainDataset, VEDataset
-from albef.data.formats import read_nlvr, read_nlvr_lil, read_pretrain, read_ve
+from albef.data.datasets import EpochConcatDataset, NLVRDataset, VEDataset
+from albef.data.formats import read_nlvr, read_nlvr_lil, read_ve
 from albef.data.loaders import build_loader
 from albef.data.records import NLVRRecord
-from albef.data.transforms import PRETRAIN_CROP_SCALE, build_test_transform
+from albef.data.transforms import build_test_transform
 from albef.engine.precision import Precision, resolve_precision
 from albef.engine.trainer import EpochEvaluator, Objective
 from albef.evaluation.base import Evaluator
@@ -48,6 +47,7 @@ from albef.losses import soft_cross_entropy
 from albef.models.classify import ALBEFNLVR, ALBEFVE, ALBEFTextAssignment
 from albef.tasks.base import TASKS, Task
 from albef.tasks.data import data_path, train_transform
+from albef.tasks.pretrain import PretrainTask
 
 TA_TEMPERATURE = 0.07
 """Temperature of the partner-sampling similarity: a constant in the official code, not the model's ``temp``."""
@@ -142,28 +142,9 @@ class TextAssignmentObjective:
         }
 
 
-class TextAssignmentTask(Task):
-    """TA pretraining on caption lists (``data.train_files``), crops of scale (0.2, 1.0), no teachers."""
-
-    def train_dataset(self) -> Dataset[Any]:
-        data = self.cfg.data
-        transform = train_transform(data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
-        parts = [
-            PretrainDataset(
-                read_pretrain(data_path(data, name)),
-                data_path(data, data.image_root),
-                transform,
-                max_words=data.max_words,
-                source=str(data_path(data, name)),
-                seed=self.cfg.runtime.seed,
-                bad_images=data.bad_images,
-            )
-            for name in data.train_files
-        ]
-        return EpochConcatDataset(parts)
-
-    def collator(self) -> CaptionCollator:
-        return CaptionCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
+class TextAssignmentTask(PretrainTask):
+    """TA pretraining on the pretraining data and batches (caption lists, crops of scale (0.2, 1.0)); only
+    the objective differs, and the TA model has no teachers or queue."""
 
     def objective(self) -> Objective:
         return TextAssignmentObjective()  # type: ignore[return-value]  # narrower model/batch types

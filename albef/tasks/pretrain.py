@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from albef.data.collate import CaptionCollator, ImageTextBatch, TextPolicy
-from albef.data.datasets import EpochConcatDataset, PretrainDataset
+from albef.data.datasets import PretrainDataset
 from albef.data.formats import read_pretrain
 from albef.data.tokenizer import TextTokenizer
 from albef.data.transforms import PRETRAIN_CROP_SCALE
@@ -23,7 +23,7 @@ from albef.losses.itm import NegativeSamples
 from albef.models.albef import ALBEFPretrain
 from albef.tasks.base import TASKS, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
-from albef.tasks.data import data_path, train_transform
+from albef.tasks.data import train_transform
 
 TEMP_RANGE = (0.001, 0.5)
 
@@ -102,21 +102,8 @@ class PretrainTask(Task):
     """Pretraining on caption lists (``data.train_files``), crops of scale (0.2, 1.0)."""
 
     def train_dataset(self) -> Dataset[Any]:
-        data = self.cfg.data
-        transform = train_transform(data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
-        parts = [
-            PretrainDataset(
-                read_pretrain(data_path(data, name)),
-                data_path(data, data.image_root),
-                transform,
-                max_words=data.max_words,
-                source=str(data_path(data, name)),
-                seed=self.cfg.runtime.seed,
-                bad_images=data.bad_images,
-            )
-            for name in data.train_files
-        ]
-        return EpochConcatDataset(parts)
+        transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
+        return self.train_files_dataset(read_pretrain, PretrainDataset, transform)
 
     def collator(self) -> CaptionCollator:
         return CaptionCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))

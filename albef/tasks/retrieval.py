@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from albef.config.schema import ExperimentConfig
 from albef.data.collate import RetrievalBatch, RetrievalCollator, TextPolicy
-from albef.data.datasets import EpochConcatDataset, RetrievalTrainDataset
+from albef.data.datasets import RetrievalTrainDataset
 from albef.data.formats import read_retrieval_train
 from albef.engine.distributed import World, is_distributed
 from albef.engine.precision import resolve_precision
@@ -86,21 +86,8 @@ class RetrievalTask(Task):
     """Retrieval finetuning on ``data.train_files`` (one record per caption), validation on ``data.val_file``."""
 
     def train_dataset(self) -> Dataset[Any]:
-        data = self.cfg.data
-        transform = train_transform(data, self.cfg.model.vision.image_res)
-        parts = [
-            RetrievalTrainDataset(
-                read_retrieval_train(data_path(data, name)),
-                data_path(data, data.image_root),
-                transform,
-                max_words=data.max_words,
-                source=str(data_path(data, name)),
-                seed=self.cfg.runtime.seed,
-                bad_images=data.bad_images,
-            )
-            for name in data.train_files
-        ]
-        return EpochConcatDataset(parts)
+        transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res)
+        return self.train_files_dataset(read_retrieval_train, RetrievalTrainDataset, transform)
 
     def collator(self) -> RetrievalCollator:
         return RetrievalCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))

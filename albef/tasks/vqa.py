@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from albef.config.schema import ExperimentConfig
 from albef.data.collate import TextPolicy, VQABatch, VQACollator
-from albef.data.datasets import EpochConcatDataset, VQADataset
+from albef.data.datasets import VQADataset
 from albef.data.formats import read_answer_list, read_vqa_test, read_vqa_train
 from albef.data.records import VQARecord
 from albef.data.tokenizer import TextTokenizer
@@ -205,21 +205,8 @@ class VQATask(Task):
     official recipe trains on train+val and has none); it selects ``best.pt`` by ``overall`` accuracy."""
 
     def train_dataset(self) -> Dataset[Any]:
-        data = self.cfg.data
-        transform = train_transform(data, self.cfg.model.vision.image_res)
-        parts = [
-            VQADataset(
-                read_vqa_train(data_path(data, name)),
-                vqa_roots(self.cfg),
-                transform,
-                max_words=data.max_words,
-                source=str(data_path(data, name)),
-                seed=self.cfg.runtime.seed,
-                bad_images=data.bad_images,
-            )
-            for name in data.train_files
-        ]
-        return EpochConcatDataset(parts)
+        transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res)
+        return self.train_files_dataset(read_vqa_train, VQADataset, transform, roots=vqa_roots(self.cfg))
 
     def collator(self) -> Callable[[list[Any]], Any]:
         return VQACollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
