@@ -24,6 +24,7 @@ from albef.data.synthetic import (
     plan_world,
     world_matches,
 )
+from albef.data.synthetic.captioning import RETRIEVAL_POOL
 from albef.data.synthetic.chance import retrieval_chance, vqa_accuracy
 from albef.data.synthetic.logic import CountIs, Exists, Listing, Related
 from albef.data.synthetic.scene import COLORS, SHAPES, SceneObject
@@ -277,6 +278,22 @@ def test_retrieval_eval_captions_describe_only_their_image(
                 form = plan.forms[(record["image"], caption)]
                 holders = [path for path, scene in split_scenes.items() if form.holds(scene)]
                 assert holders == [record["image"]], (caption, holders)
+
+
+def test_retrieval_train_captions_describe_only_their_image_in_their_pool(
+    world: Path, plan: Plan, scenes: dict[str, Scene]
+) -> None:
+    records = _load(world, "retrieval_train.json")
+    order = list(dict.fromkeys(r["image"] for r in records))  # images in file order
+    pools = [order[i : i + RETRIEVAL_POOL] for i in range(0, len(order), RETRIEVAL_POOL)]
+    pool_of = {image: n for n, pool in enumerate(pools) for image in pool}
+    for record in records:
+        form = plan.forms[(record["image"], record["caption"])]
+        pool = pools[pool_of[record["image"]]]
+        holders = [image for image in pool if form.holds(scenes[image])]
+        assert holders == [record["image"]], (record["caption"], holders)
+    by_image = Counter(r["image"] for r in records)
+    assert set(by_image.values()) == {5}
 
 
 def _parse_desc(phrase: str) -> Desc:

@@ -18,6 +18,8 @@ COCO_INFO = {
     "contributor": "albef.data.synthetic",
     "date_created": "",
 }
+RETRIEVAL_POOL = 100
+"""Retrieval training captions are unique within consecutive pools of this many images."""
 COCO_LICENSES = [
     {"id": 1, "name": "CC0 1.0 (generated data)", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}
 ]
@@ -115,16 +117,24 @@ def build_retrieval(plan: Plan, spec: SizeSpec, image_size: int) -> None:
     ``retrieval_val.json`` / ``retrieval_test.json`` have one record per image with a list of captions,
     each of which describes its own image and no other image of the split. ``coco_captions_test.json``
     repeats the test split in COCO caption format.
+
+    Training captions are written the same way within pools of :data:`RETRIEVAL_POOL` images (the size of
+    the test split): as with COCO's human captions, a training caption tells its image from the others, so
+    finetuning sees the kind of caption the evaluation measures (the pretraining captions stay short and
+    generic, as web alt-text).
     """
     n_train, n_val, n_test = spec.retrieval_images
     rng = plan.stream("retrieval_train")
     train = []
-    for _ in range(n_train):
-        scene = sample_scene(rng)
-        image = plan.add_image("retrieval_train", scene)
-        for text in _distinct_captions(scene, spec.captions_per_image, rng):
-            train.append({"image": image.path, "caption": text, "image_id": str(image.image_id)})
-            plan.texts.append(text)
+    for start in range(0, n_train, RETRIEVAL_POOL):
+        scenes = sample_distinct_scenes(rng, min(RETRIEVAL_POOL, n_train - start))
+        images = [plan.add_image("retrieval_train", s) for s in scenes]
+        for image, texts in zip(
+            images, _unique_captions(plan, scenes, images, spec.captions_per_image, rng), strict=True
+        ):
+            for text in texts:
+                train.append({"image": image.path, "caption": text, "image_id": str(image.image_id)})
+                plan.texts.append(text)
     plan.files["retrieval_train.json"] = train
     plan.splits["retrieval_train"] = {"images": n_train, "captions": len(train)}
     plan.files["retrieval_val.json"] = _eval_split(plan, "val", n_val, spec.captions_per_image)

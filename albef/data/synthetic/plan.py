@@ -56,7 +56,7 @@ class Plan:
         images: Images in id order.
         files: Relative path -> JSON-serialisable content (a list of records for ``.jsonl``).
         texts: Every sentence, caption, question and answer (the tokenizer's training corpus).
-        forms: (image path, caption) -> meaning, for the retrieval val/test captions.
+        forms: (image path, caption) -> meaning, for the retrieval captions (train, val and test).
         info: Facts for the manifest (noise rate, image templates, design notes).
         splits: Split name -> counts, for the manifest.
     """

@@ -50,7 +50,7 @@ SIZES: dict[str, SizeSpec] = {
         ve_images=(8, 4, 4),
     ),
     "medium": SizeSpec(
-        description="default for the synthetic presets: ~10k images, sized for minutes of CPU training",
+        description="default for the synthetic presets: ~15k images, sized for minutes of CPU training",
         pretrain_images=2000,
         pretrain_captions=3,
         retrieval_images=(1000, 100, 100),
@@ -58,7 +58,7 @@ SIZES: dict[str, SizeSpec] = {
         vqa_images=(1000, 250),
         questions_per_image=4,
         vg_images=250,
-        nlvr_sets=(560, 80, 80),
+        nlvr_sets=(1200, 100, 100),
         ve_images=(300, 50, 50),
     ),
 }

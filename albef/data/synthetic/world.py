@@ -35,7 +35,7 @@ from albef.data.synthetic.writers import (
 )
 
 GENERATOR = "albef.data.synthetic"
-WORLD_VERSION = "1"
+WORLD_VERSION = "2"
 """Bump whenever the same (size, seed, image size) would give different files."""
 TOKENIZER_DIR = "tokenizer"
 VOCAB_SIZE = 512
