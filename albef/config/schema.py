@@ -75,7 +75,9 @@ class ModelConfig:
     """How ITM negatives are drawn from the batch: ``hard`` = the official contrastive hard negatives
     (``softmax`` of the ITC similarities); ``random`` = uniform. The synthetic world uses ``random``: its
     captions are short and generic, so the most similar other caption is usually also true of the image and
-    hard negatives are mostly mislabelled positives (ITM then never leaves chance level)."""
+    hard negatives are mostly mislabelled positives (ITM then never leaves chance level). Text-assignment
+    pretraining draws its partner images the same way (``hard``: by image-image similarity, as the official
+    code; ``random``: uniformly)."""
 
 
 @dataclass

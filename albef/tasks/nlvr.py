@@ -46,6 +46,7 @@ from albef.evaluation.nlvr_eval import example_identifiers
 from albef.losses import soft_cross_entropy
 from albef.models.classify import ALBEFNLVR, ALBEFVE, ALBEFTextAssignment
 from albef.tasks.base import TASKS, Task
+from albef.tasks.contrastive import NEGATIVE_STRATEGIES
 from albef.tasks.data import data_path, train_transform
 from albef.tasks.pretrain import PretrainTask
 
@@ -126,14 +127,33 @@ def sample_image_pairs(weights: Tensor) -> ImagePairs:
 
 
 class TextAssignmentObjective:
-    """Cross-entropy of the 3-way TA head on pairs drawn from the batch (logged: ``ta_accuracy``)."""
+    """Cross-entropy of the 3-way TA head on pairs drawn from the batch (logged: ``ta_accuracy``).
+
+    Args:
+        partners: ``hard`` (official): partners drawn by image-image similarity (:func:`partner_weights`);
+            ``random``: uniformly among the other images of the batch, the TA counterpart of
+            ``model.itm_negatives: random`` for captions so generic that a similar image is often also
+            described by them (the label would then be wrong). The draws are the same calls either way.
+    """
+
+    def __init__(self, partners: str = "hard") -> None:
+        if partners not in NEGATIVE_STRATEGIES:
+            raise ValueError(
+                f"unknown partner strategy {partners!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}"
+            )
+        self.partners = partners
 
     def __call__(self, model: ALBEFTextAssignment, batch: ImageTextBatch, alpha: float) -> dict[str, Tensor]:
         """``ta_loss`` and the batch accuracy of the head."""
         embeds = model.visual_encoder(batch.image)  # (B, 1+N, D)
         with torch.no_grad():
-            feat = F.normalize(model.vision_proj(embeds[:, 0]).float(), dim=-1)
-            pairs = sample_image_pairs(partner_weights(feat)).to(embeds.device)
+            if self.partners == "hard":
+                feat = F.normalize(model.vision_proj(embeds[:, 0]).float(), dim=-1)
+                weights = partner_weights(feat)
+            else:
+                size = embeds.shape[0]
+                weights = torch.ones(size, size).fill_diagonal_(0.0)
+            pairs = sample_image_pairs(weights).to(embeds.device)
         ids, mask = batch.text.input_ids, batch.text.attention_mask
         logits = model.logits(embeds[pairs.first], embeds[pairs.second], ids, mask)  # (B, 3)
         return {
@@ -147,7 +167,7 @@ class TextAssignmentTask(PretrainTask):
     the objective differs, and the TA model has no teachers or queue."""
 
     def objective(self) -> Objective:
-        return TextAssignmentObjective()  # type: ignore[return-value]  # narrower model/batch types
+        return TextAssignmentObjective(self.cfg.model.itm_negatives)  # type: ignore[return-value]
 
     def check_model(self, model: nn.Module, global_batch: int) -> None:
         if self.cfg.data.batch_size_train < TA_MIN_BATCH:

@@ -105,6 +105,35 @@ def test_ta_objective_trains_encoders_and_head_not_the_projections() -> None:
         assert model.get_parameter(name).grad is None, name
 
 
+def test_random_ta_partners_ignore_the_image_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``partners="random"`` draws the same pairs whatever the model (uniform weights, the same RNG calls as
+    :func:`sample_image_pairs` on them); ``hard`` draws depend on the image features."""
+    ids, mask = texts([5, 7, 4, 6, 5, 6])
+    batch = ImageTextBatch(images(6), TokenBatch(ids, mask))
+    drawn: dict[str, list[Tensor]] = {"random": [], "hard": []}
+    original = sample_image_pairs
+
+    def spy(weights: Tensor) -> object:
+        pairs = original(weights)
+        drawn[strategy].append(torch.stack([pairs.first, pairs.second, pairs.labels]))
+        return pairs
+
+    monkeypatch.setattr("albef.tasks.nlvr.sample_image_pairs", spy)
+    for strategy in ("random", "hard"):
+        for seed in (0, 1):
+            model = tiny_model("nlvr_pretrain", seed=seed)
+            torch.manual_seed(11)
+            TextAssignmentObjective(strategy)(model, batch, 0.0)
+    monkeypatch.undo()
+    torch.manual_seed(11)
+    uniform = original(torch.ones(6, 6).fill_diagonal_(0.0))
+    expected = torch.stack([uniform.first, uniform.second, uniform.labels])
+    assert torch.equal(drawn["random"][0], expected) and torch.equal(drawn["random"][1], expected)
+    assert not torch.equal(drawn["hard"][0], drawn["hard"][1])
+    with pytest.raises(ValueError, match="unknown partner strategy 'easy'"):
+        TextAssignmentObjective("easy")
+
+
 # -- shared key/value ----------------------------------------------------------------------------------------
 def _cross(model: nn.Module, layer: int) -> AttentionBlock:
     block = model.text_encoder.encoder.layer[layer]
