@@ -21,7 +21,7 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
     tmp_path: Path,
 ) -> None:
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, threads=2)}
-    assert list(stages) == ["pretrain", "retrieval", "vqa", "ta", "nlvr", "ve"]
+    assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve"]
     assert stages["pretrain"].after is None and stages["pretrain"].threads == 2
     assert stages["nlvr"].after == "ta"
     assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve")} == {"pretrain"}

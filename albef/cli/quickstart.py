@@ -34,7 +34,7 @@ are under --output-dir/<stage>/.
 
 DEFAULT_MINUTES = 15.0
 
-EPOCHS = {"pretrain": 16, "retrieval": 3, "vqa": 3, "ta": 4, "nlvr": 4, "ve": 4}
+EPOCHS = {"pretrain": 16, "retrieval": 3, "vqa": 3, "ta": 8, "nlvr": 4, "ve": 4}
 """Epochs of each stage at the default budget (scaled by ``minutes / 15``, at least 1)."""
 
 
@@ -120,17 +120,18 @@ def build_stages(out: Path, world: Path, size: str, seed: int, minutes: float, t
             arg for s in sets for arg in ("--set", s)
         ]
 
+    # The longest chain (text assignment -> NLVR2) starts first, next to retrieval; VQA and SNLI-VE follow.
     return [
         Stage("pretrain", argv(["pretrain"], "synthetic_pretrain", "pretrain"), None, None, threads),
+        Stage("ta", argv(["pretrain-ta"], "synthetic_nlvr_pretrain", "ta"), "pretrain", None),
         Stage(
             "retrieval",
             argv(["finetune", "retrieval"], "synthetic_retrieval", "retrieval"),
             "pretrain",
             "reports/retrieval-synthetic-test.json",
         ),
-        Stage("vqa", argv(["finetune", "vqa"], "synthetic_vqa", "vqa"), "pretrain", "vqa_test_report.json"),
-        Stage("ta", argv(["pretrain-ta"], "synthetic_nlvr_pretrain", "ta"), "pretrain", None),
         Stage("nlvr", argv(["finetune", "nlvr"], "synthetic_nlvr", "nlvr"), "ta", "nlvr_test_report.json"),
+        Stage("vqa", argv(["finetune", "vqa"], "synthetic_vqa", "vqa"), "pretrain", "vqa_test_report.json"),
         Stage("ve", argv(["finetune", "ve"], "synthetic_ve", "ve"), "pretrain", "ve_test_report.json"),
     ]
 
