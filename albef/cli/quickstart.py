@@ -34,7 +34,7 @@ are under --output-dir/<stage>/.
 
 DEFAULT_MINUTES = 15.0
 
-EPOCHS = {"pretrain": 16, "retrieval": 3, "vqa": 3, "ta": 8, "nlvr": 4, "ve": 4}
+EPOCHS = {"pretrain": 16, "retrieval": 3, "vqa": 3, "ta": 4, "nlvr": 4, "ve": 4}
 """Epochs of each stage at the default budget (scaled by ``minutes / 15``, at least 1)."""
 
 
