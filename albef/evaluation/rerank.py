@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -202,12 +202,30 @@ class Bucket:
         rows: (n * l,) row of each padded position among the call's rows; padding points at an extra zero row.
         real: (n * l,) which padded positions are real rows.
         mask: (n, 1, 1, l) additive key mask, -10000 on padding (self-attention buckets only).
+        real_at: Positions of the real rows among the n * l (``real.nonzero()``).
+        real_rows: Rows of the real positions (``rows[real]``), where a layer writes its outputs back.
     """
 
     segments: Tensor
     rows: Tensor
     real: Tensor
     mask: Tensor | None = None
+    real_at: Tensor = field(init=False)
+    real_rows: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Computed once per call and used by every layer; gathers go through index_select, which is a plain
+        # copy like advanced indexing but much faster on the CPU for these long index vectors.
+        self.real_at = self.real.nonzero().squeeze(1)
+        self.real_rows = self.rows.index_select(0, self.real_at)
+
+    def gather(self, x: Tensor) -> Tensor:
+        """The bucket's padded rows of ``x`` (R + 1, W) -> (n * l, W)."""
+        return x.index_select(0, self.rows)
+
+    def scatter(self, into: Tensor, padded: Tensor) -> None:
+        """Write the real rows of ``padded`` (n * l, W) back to their rows of ``into``."""
+        into.index_copy_(0, self.real_rows, padded.index_select(0, self.real_at))
 
 
 def text_bucket_length(length: int, padded_len: int) -> int:
@@ -386,11 +404,14 @@ class PairScorer:
         states = self._prepared[text_idx].to(self.device, torch.float32)
         with self.autocast():
             # (T, H): the real tokens, after the first layer's self-attention
-            hidden = states.reshape(-1, states.shape[-1])[layout.flat]
+            hidden = states.reshape(-1, states.shape[-1]).index_select(0, layout.flat)
             last = len(self.layers) - 1
             for n, layer in enumerate(self.layers):
                 if n == last:  # the ITM head reads the [CLS] row only
-                    hidden = self._self_attention_cls(n, hidden, layout) if n else hidden[layout.cls]
+                    if n:
+                        hidden = self._self_attention_cls(n, hidden, layout)
+                    else:
+                        hidden = hidden.index_select(0, layout.cls)
                     hidden = self._cross_attention(n, hidden, layout.image_cls, tokens)
                 else:
                     hidden = self._self_attention(n, hidden, layout) if n else hidden
@@ -404,25 +425,24 @@ class PairScorer:
         qkv = F.linear(pad_row(hidden), *self._weights[n].qkv)  # (T + 1, 3H)
         context = hidden.new_empty(hidden.shape, dtype=qkv.dtype)  # bf16/fp16 under autocast
         for b in layout.texts:
-            rows = qkv[b.rows].view(b.segments.shape[0], -1, 3 * width)
+            rows = b.gather(qkv).view(b.segments.shape[0], -1, 3 * width)
             q, k, v = (split_heads(x, block.self.num_heads) for x in rows.split(width, dim=-1))
-            out = merge_heads(attend(block.self, q, k, v, b.mask)).reshape(-1, width)
-            context[b.rows[b.real]] = out[b.real]
+            b.scatter(context, merge_heads(attend(block.self, q, k, v, b.mask)).reshape(-1, width))
         return block.output(context, hidden)
 
     def _self_attention_cls(self, n: int, hidden: Tensor, layout: CallLayout) -> Tensor:
         """Self-attention block of the [CLS] rows only (P, H), attending to every token of their text."""
         block, width = self.layers[n].attention, hidden.shape[1]
         kv = F.linear(pad_row(hidden), *self._weights[n].kv)  # (T + 1, 2H)
-        cls_hidden = hidden[layout.cls]
+        cls_hidden = hidden.index_select(0, layout.cls)
         query = block.self.query(cls_hidden)
         context = cls_hidden.new_empty(cls_hidden.shape, dtype=query.dtype)
         for b in layout.texts:
             count = b.segments.shape[0]
-            rows = kv[b.rows].view(count, -1, 2 * width)
+            rows = b.gather(kv).view(count, -1, 2 * width)
             k, v = (split_heads(x, block.self.num_heads) for x in rows.split(width, dim=-1))
-            q = split_heads(query[b.segments].view(count, 1, -1), block.self.num_heads)
-            context[b.segments] = merge_heads(attend(block.self, q, k, v, b.mask))[:, 0]
+            q = split_heads(query.index_select(0, b.segments).view(count, 1, -1), block.self.num_heads)
+            context.index_copy_(0, b.segments, merge_heads(attend(block.self, q, k, v, b.mask))[:, 0])
         return block.output(context, cls_hidden)
 
     def _cross_attention(self, n: int, hidden: Tensor, buckets: list[Bucket], tokens: Tensor) -> Tensor:
@@ -436,9 +456,9 @@ class PairScorer:
         query = block.self.query(pad_row(hidden))
         context = hidden.new_empty(hidden.shape, dtype=query.dtype)
         for b in buckets:
-            q = split_heads(query[b.rows].view(b.segments.shape[0], -1, width), heads)
-            out = attend(block.self, q, keys[b.segments], values[b.segments], None)
-            context[b.rows[b.real]] = merge_heads(out).reshape(-1, width)[b.real]
+            q = split_heads(b.gather(query).view(b.segments.shape[0], -1, width), heads)
+            k, v = keys.index_select(0, b.segments), values.index_select(0, b.segments)
+            b.scatter(context, merge_heads(attend(block.self, q, k, v, None)).reshape(-1, width))
         return block.output(context, hidden)
 
 
