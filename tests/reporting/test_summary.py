@@ -75,10 +75,11 @@ def test_pipeline_report_prefixes_every_metric_and_judges_each_headline_against_
         "retrieval.img_r1": False,  # 0.5 < 1 %
         "vqa.overall": True,
         "nlvr.accuracy": False,  # 54 is above 50, but within the 5-point margin
-        "nlvr.consistency": False,
-    }
+    }  # nlvr.consistency is shown, not judged
     rows = summary_rows(report)
     assert ("nlvr", "accuracy", "54.0", "50.0", "NOT clearly above chance") in rows
+    consistency = next(r for r in rows if r[:2] == ("nlvr", "consistency"))
+    assert consistency[4] == "NOT clearly above chance (not judged)"
     assert ("vqa", "overall", "46.8", "13.6", "clearly above chance") in rows
     assert RunReport.from_dict(json.loads(report.to_json())) == report  # a valid run report
     page = summary_markdown(report)
