@@ -70,11 +70,14 @@ def build_pretrain(plan: Plan, spec: SizeSpec) -> None:
     plan.splits["pretrain"] = {"images": len(scenes), "captions": total}
 
 
-def _unique_captions(
-    plan: Plan, scenes: list[Scene], images: list[PlannedImage], count: int, rng: random.Random
-) -> list[list[str]]:
-    """Captions each true of its own scene only (among ``scenes``); their forms are kept in the plan."""
-    result = []
+def _described_pool(
+    plan: Plan, rng: random.Random, folder: str, n_images: int, count: int
+) -> list[tuple[PlannedImage, list[str]]]:
+    """``n_images`` distinct scenes under ``folder``, each with ``count`` captions true of it and of no other
+    scene of the pool; the captions go to the tokenizer corpus and their forms to the plan."""
+    scenes = sample_distinct_scenes(rng, n_images)
+    images = [plan.add_image(folder, s) for s in scenes]
+    pool = []
     for index, (scene, image) in enumerate(zip(scenes, images, strict=True)):
         others = scenes[:index] + scenes[index + 1 :]
         chosen: list[Caption] = []
@@ -82,18 +85,15 @@ def _unique_captions(
             caption = unique_caption(scene, others, rng, avoid={c.text for c in chosen})
             chosen.append(caption)
             plan.forms[(image.path, caption.text)] = caption.form
-        result.append([c.text for c in chosen])
-    return result
+        pool.append((image, [c.text for c in chosen]))
+    plan.texts.extend(t for _, texts in pool for t in texts)
+    return pool
 
 
 def _eval_split(plan: Plan, name: str, n_images: int, count: int) -> list[dict[str, Any]]:
-    rng = plan.stream(f"retrieval_{name}")
-    scenes = sample_distinct_scenes(rng, n_images)
-    images = [plan.add_image(f"retrieval_{name}", s) for s in scenes]
-    captions = _unique_captions(plan, scenes, images, count, rng)
-    plan.texts.extend(t for caps in captions for t in caps)
+    pool = _described_pool(plan, plan.stream(f"retrieval_{name}"), f"retrieval_{name}", n_images, count)
     plan.splits[f"retrieval_{name}"] = {"images": n_images, "captions": n_images * count}
-    return [{"image": image.path, "caption": caps} for image, caps in zip(images, captions, strict=True)]
+    return [{"image": image.path, "caption": texts} for image, texts in pool]
 
 
 def _coco_captions(plan: Plan, records: list[dict[str, Any]], image_size: int) -> dict[str, Any]:
@@ -127,14 +127,9 @@ def build_retrieval(plan: Plan, spec: SizeSpec, image_size: int) -> None:
     rng = plan.stream("retrieval_train")
     train = []
     for start in range(0, n_train, RETRIEVAL_POOL):
-        scenes = sample_distinct_scenes(rng, min(RETRIEVAL_POOL, n_train - start))
-        images = [plan.add_image("retrieval_train", s) for s in scenes]
-        for image, texts in zip(
-            images, _unique_captions(plan, scenes, images, spec.captions_per_image, rng), strict=True
-        ):
-            for text in texts:
-                train.append({"image": image.path, "caption": text, "image_id": str(image.image_id)})
-                plan.texts.append(text)
+        size = min(RETRIEVAL_POOL, n_train - start)
+        for image, texts in _described_pool(plan, rng, "retrieval_train", size, spec.captions_per_image):
+            train += [{"image": image.path, "caption": t, "image_id": str(image.image_id)} for t in texts]
     plan.files["retrieval_train.json"] = train
     plan.splits["retrieval_train"] = {"images": n_train, "captions": len(train)}
     plan.files["retrieval_val.json"] = _eval_split(plan, "val", n_val, spec.captions_per_image)
