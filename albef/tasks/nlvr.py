@@ -252,9 +252,25 @@ class _ClassificationTask(Task):
             raise ValueError(f"the config names no data.{which}_file for split {split!r}")
         return str(data_path(self.cfg.data, name))
 
+    dataset_type: type[NLVRDataset] | type[VEDataset]
+    """The task's dataset class (both take the same arguments)."""
+
     @abstractmethod
+    def read(self, path: str) -> list[Any]:
+        """The records of one annotation file."""
+
     def dataset(self, path: str, transform: Any) -> Dataset[Any]:
         """The dataset of one annotation file."""
+        data = self.cfg.data
+        return self.dataset_type(
+            self.read(path),
+            data_path(data, data.image_root),
+            transform,
+            max_words=data.max_words,
+            source=path,
+            seed=self.cfg.runtime.seed,
+            bad_images=data.bad_images,
+        )
 
     def train_dataset(self) -> Dataset[Any]:
         transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res)
@@ -303,17 +319,10 @@ class NLVRTask(_ClassificationTask):
     def make_collator(self, policy: TextPolicy) -> PairCollator:
         return PairCollator(self.tokenizer, policy)
 
-    def dataset(self, path: str, transform: Any) -> Dataset[Any]:
-        data = self.cfg.data
-        return NLVRDataset(
-            read_nlvr_split(path),
-            data_path(data, data.image_root),
-            transform,
-            max_words=data.max_words,
-            source=path,
-            seed=self.cfg.runtime.seed,
-            bad_images=data.bad_images,
-        )
+    dataset_type = NLVRDataset
+
+    def read(self, path: str) -> list[Any]:
+        return read_nlvr_split(path)
 
     def objective(self) -> Objective:
         return NLVRObjective()  # type: ignore[return-value]  # narrower model/batch types
@@ -333,17 +342,10 @@ class VETask(_ClassificationTask):
     def make_collator(self, policy: TextPolicy) -> LabelledCollator:
         return LabelledCollator(self.tokenizer, policy)
 
-    def dataset(self, path: str, transform: Any) -> Dataset[Any]:
-        data = self.cfg.data
-        return VEDataset(
-            read_ve(path),
-            data_path(data, data.image_root),
-            transform,
-            max_words=data.max_words,
-            source=path,
-            seed=self.cfg.runtime.seed,
-            bad_images=data.bad_images,
-        )
+    dataset_type = VEDataset
+
+    def read(self, path: str) -> list[Any]:
+        return read_ve(path)
 
     def objective(self) -> Objective:
         return VEObjective()  # type: ignore[return-value]  # narrower model/batch types
