@@ -99,7 +99,9 @@ class RecordDataset(Dataset[Any], Generic[R]):
         rng_seed = sample_seed(self.seed, self.epoch, index)
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(rng_seed)
+                # The CPU generator only: torch.manual_seed would also queue a CUDA seeding call (with a
+                # captured stack) per sample on a CUDA build, a third of the loading time.
+                torch.random.default_generator.manual_seed(rng_seed)
                 return self.build(self.records[index], index, random.Random(rng_seed))
         except _Skip as skip:
             return skip.skipped

@@ -86,6 +86,23 @@ def test_per_sample_randomness_depends_on_seed_epoch_index_only(image_dir: Path)
     assert torch.equal(before, torch.get_rng_state())  # the caller's RNG stream is untouched
 
 
+def test_a_sample_is_the_transform_drawn_from_the_cpu_generator_seeded_with_its_sample_seed(
+    image_dir: Path,
+) -> None:
+    # The dataset seeds only the CPU generator (not CUDA's, whose lazy seeding is slow on a CUDA build);
+    # the image must be what torch.manual_seed(sample_seed(...)) followed by the transform gives.
+    from albef.data.datasets import sample_seed
+
+    transform = build_train_transform(16)
+    records = [PretrainRecord(f"im{i}.png", ("one",)) for i in range(3)]
+    ds = PretrainDataset(records, image_dir, transform, source="pre.json", seed=7)
+    ds.set_epoch(2)
+    for i in range(3):
+        torch.manual_seed(sample_seed(7, 2, i))
+        expected = transform(Image.open(image_dir / f"im{i}.png").convert("RGB"))
+        torch.testing.assert_close(ds[i].image, expected, rtol=0, atol=0)
+
+
 def test_missing_image_names_file_record_and_path(image_dir: Path) -> None:
     records = [PretrainRecord("im0.png", ("x",)), PretrainRecord("nope.png", ("y",))]
     ds = PretrainDataset(records, image_dir, build_test_transform(8), source="ann/pre.json")
