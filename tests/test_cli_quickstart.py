@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from albef.cli.main import AlbefError
-from albef.cli.quickstart import EPOCHS, Stage, build_stages, epochs_for, run_pipeline
+from albef.cli.quickstart import (
+    EPOCHS,
+    Stage,
+    build_stages,
+    epochs_for,
+    resolve_quickstart_precision,
+    run_pipeline,
+)
 
 
 def test_the_default_budget_gives_the_default_epochs_and_scales_down_to_one() -> None:
@@ -20,7 +27,7 @@ def test_the_default_budget_gives_the_default_epochs_and_scales_down_to_one() ->
 def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretraining(
     tmp_path: Path,
 ) -> None:
-    stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, threads=2)}
+    stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, 2, "amp_bf16")}
     assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve"]
     assert stages["pretrain"].after is None and stages["pretrain"].threads == 2
     assert stages["nlvr"].after == "ta"
@@ -28,11 +35,47 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
     argv = stages["vqa"].argv
     assert argv[:3] == ["finetune", "vqa", "--config"] and "synthetic_vqa" in argv
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-    assert {"data.root=W", "data.synthetic_size=small", "data.synthetic_seed=3", "runtime.seed=3"} <= set(
-        sets
-    )
+    expected = {"data.root=W", "data.synthetic_size=small", "data.synthetic_seed=3", "runtime.seed=3"}
+    assert expected <= set(sets)
+    for stage in stages.values():  # every stage trains and evaluates at the chosen precision
+        assert "runtime.precision=amp_bf16" in stage.argv
     assert f"optim.epochs={EPOCHS['vqa']}" in sets
     assert argv[argv.index("--output-dir") + 1] == str(tmp_path / "vqa")
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, "amp_bf16"), (False, True, "amp_bf16"), (False, False, "fp32")],
+)
+def test_auto_precision_uses_bf16_autocast_only_where_the_cpu_computes_bf16(
+    monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, expected: str
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_quickstart_precision("auto") == expected
+    assert resolve_quickstart_precision("auto", threads=2) == "fp32"  # bf16 does not scale to 2 threads
+    assert resolve_quickstart_precision("fp32") == "fp32"  # an explicit choice is kept
+    assert resolve_quickstart_precision("amp_bf16", threads=2) == "amp_bf16"
+
+
+def test_auto_plan_pretrains_in_fp32_and_finetunes_vqa_and_nlvr_without_the_teacher(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 0, 15, 2, "auto")}
+
+    def sets(name: str) -> list[str]:
+        argv = stages[name].argv
+        return [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+
+    assert "runtime.precision=fp32" in sets("pretrain")
+    for name in ("ta", "retrieval", "nlvr", "vqa", "ve"):
+        assert "runtime.precision=amp_bf16" in sets(name)
+        assert ("model.distill=false" in sets(name)) == (name in ("vqa", "nlvr"))
 
 
 def test_scheduler_runs_dependents_with_the_parents_newest_checkpoint(tmp_path: Path) -> None:

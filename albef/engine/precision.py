@@ -75,6 +75,15 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     return Precision(name, device, dtype)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 autocast pays off.
+
+    Elsewhere oneDNN emulates bf16 and autocast is slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def synchronize(device: torch.device) -> Callable[[], None]:
     """A function that waits for the device's queued work (a no-op on CPU)."""
     if device.type == "cuda":
