@@ -37,8 +37,9 @@ def register(subparsers: Any) -> None:
 
 
 def _pretrain_ta(args: argparse.Namespace) -> int:
+    from albef.cli.classify_report import print_training, save_report, training_report
     from albef.cli.main import AlbefError
-    from albef.cli.nlvr import checked_config, print_training, save_report, training_report
+    from albef.cli.nlvr import checked_config
     from albef.engine.distributed import cleanup
     from albef.engine.run import train
     from albef.reporting.environment import utc_now_iso

@@ -156,7 +156,8 @@ def default_out_dir(path: Path) -> Path:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from albef.reporting.render import render, render_many, unique_labels
+    from albef.reporting.render import render
+    from albef.reporting.side_by_side import render_many, unique_labels
 
     reports = load_reports(args.runs)
     out = args.out or default_out_dir(args.runs[0])
@@ -172,7 +173,7 @@ def _render(args: argparse.Namespace) -> int:
 def _paper(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
     from albef.reporting.paper import PaperTableError, paper_comparison_many, paper_markdown
-    from albef.reporting.render import unique_labels
+    from albef.reporting.side_by_side import unique_labels
 
     reports = load_reports(args.runs)
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from albef.data.images import SkippedImages
 from albef.data.loaders import set_epoch
 from albef.engine import checkpointing as ckpt
 from albef.engine.distributed import World, all_gather_object
+from albef.engine.metrics_log import MetricsLog
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
 from albef.version import __version__
@@ -379,52 +378,3 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-
-
-class MetricsLog:
-    """Appends one JSON object per optimizer step to ``metrics.jsonl`` (rank 0 only).
-
-    Args:
-        path: The JSON-lines file.
-        enabled: Write at all (rank 0).
-        after_step: On opening, drop the records of later steps (and a torn last line): a run killed after
-            its last checkpoint logged steps that the resumed run takes again. ``None`` keeps everything.
-    """
-
-    def __init__(self, path: Path, enabled: bool = True, after_step: int | None = None) -> None:
-        self.path = path
-        self.enabled = enabled
-        self.after_step = after_step
-        self._handle: Any = None
-
-    def __enter__(self) -> MetricsLog:
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.after_step is not None and self.path.exists():
-                self._truncate(self.after_step)
-            self._handle = self.path.open("a", encoding="utf-8")
-        return self
-
-    def _truncate(self, step: int) -> None:
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn by a kill mid-write
-            if isinstance(record, dict) and record.get("step", 0) <= step:
-                kept.append(line + "\n")
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        tmp.replace(self.path)
-
-    def write(self, record: dict[str, float]) -> None:
-        """Append a record (non-finite numbers become null)."""
-        if self._handle is not None:
-            clean = {k: (v if math.isfinite(v) else None) for k, v in record.items()}
-            self._handle.write(json.dumps(clean) + "\n")
-            self._handle.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.close()

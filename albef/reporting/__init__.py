@@ -5,7 +5,7 @@ from albef.reporting.environment import collect_environment, file_sha256, utc_no
 from albef.reporting.flops import count_flops, flops_per_item, mfu
 from albef.reporting.measure import StageTimer, percentile, stage_stats, timed
 from albef.reporting.paper import PaperCell, load_paper_cells, paper_comparison, paper_markdown
-from albef.reporting.render import comparison_markdown, render, render_many, report_markdown, to_frames
+from albef.reporting.render import render, report_markdown, to_frames
 from albef.reporting.schema import (
     SCHEMA_VERSION,
     CheckpointInfo,
@@ -17,6 +17,7 @@ from albef.reporting.schema import (
     RunReport,
     StageStats,
 )
+from albef.reporting.side_by_side import comparison_markdown, render_many
 
 __all__ = [
     "SCHEMA_VERSION",

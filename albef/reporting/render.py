@@ -1,4 +1,4 @@
-"""Render run reports: Markdown, CSV (through pandas) and PNG plots, and several reports side by side.
+"""Render run reports: Markdown, CSV (through pandas) and PNG plots (several side by side: :mod:`.side_by_side`).
 
 Every function here reads a :class:`~albef.reporting.RunReport` and writes nothing but what it is asked to.
 Plots draw on a :class:`matplotlib.figure.Figure` bound to an Agg canvas, so no pyplot state or global backend
@@ -7,7 +7,6 @@ is touched, and pandas/matplotlib/tabulate are imported inside the functions (im
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +63,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _markdown(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+def markdown_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     from tabulate import tabulate
 
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -82,7 +81,7 @@ def metrics_table(report: RunReport, group: str | None = None) -> str:
         for name, m in report.metrics.items()
         if m.group == group
     ]
-    return _markdown(rows, METRIC_HEADERS)
+    return markdown_table(rows, METRIC_HEADERS)
 
 
 def stage_precision(report: RunReport, stage: StageStats) -> str:
@@ -108,7 +107,7 @@ def stages_table(report: RunReport) -> str:
         )
         for key, s in report.stages.items()
     ]
-    return _markdown(rows, STAGE_HEADERS)
+    return markdown_table(rows, STAGE_HEADERS)
 
 
 def header_rows(report: RunReport) -> list[tuple[str, str]]:
@@ -156,7 +155,7 @@ def memory_lines(report: RunReport) -> list[str]:
 def report_markdown(report: RunReport) -> str:
     """The whole report as Markdown: header, headline metrics, grouped metrics, stages, memory."""
     title = f"# {report.task} / {report.dataset}" + (f" / {report.split}" if report.split else "")
-    parts = [title, _markdown(header_rows(report), ("field", "value")), "## Metrics"]
+    parts = [title, markdown_table(header_rows(report), ("field", "value")), "## Metrics"]
     parts.append(metrics_table(report) if report.headline_metrics() else "No headline metric.")
     parts += [f"### Metrics by {group}\n\n{metrics_table(report, group)}" for group in metric_groups(report)]
     parts.append("## Stages")
@@ -345,69 +344,3 @@ def render(report: RunReport, out_dir: str | Path) -> list[Path]:
         frame.to_csv(out_dir / f"{name}.csv", index=False)
         written.append(out_dir / f"{name}.csv")
     return written + plot_report(report, out_dir)
-
-
-def comparison_frame(reports: Sequence[RunReport], labels: Sequence[str]) -> pd.DataFrame:
-    """One row per run: identity, every headline metric of any run, then ``items/s <stage>`` columns."""
-    import pandas as pd
-
-    if len(reports) != len(labels):
-        raise ValueError(f"{len(reports)} reports but {len(labels)} labels")
-    rows = []
-    for report, label in zip(reports, labels, strict=True):
-        row: dict[str, Any] = {
-            "run": label,
-            "task": report.task,
-            "dataset": report.dataset,
-            "split": report.split,
-            "preset": report.model_preset,
-            "precision": report.environment.precision,
-            "device": report.environment.device_name or report.environment.device,
-        }
-        row.update({name: m.value for name, m in report.headline_metrics().items()})
-        row.update({f"items/s {key}": s.items_per_s for key, s in report.stages.items()})
-        rows.append(row)
-    metric_cols = list(dict.fromkeys(n for r in reports for n in r.headline_metrics()))
-    stage_cols = list(dict.fromkeys(f"items/s {k}" for r in reports for k in r.stages))
-    identity = ["run", "task", "dataset", "split", "preset", "precision", "device"]
-    return pd.DataFrame(rows, columns=identity + metric_cols + stage_cols)
-
-
-def comparison_markdown(reports: Sequence[RunReport], labels: Sequence[str]) -> str:
-    """Several runs in one Markdown table (see :func:`comparison_frame`); absent values print as ``-``."""
-    frame = comparison_frame(reports, labels)
-    rows = [[_cell(value) for value in record] for record in frame.itertuples(index=False)]
-    return "## Comparison\n\n" + _markdown(rows, list(frame.columns)) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
-def render_many(reports: Sequence[RunReport], labels: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """Render each run into ``out_dir/<label>/`` and write ``comparison.md`` and ``comparison.csv``."""
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be unique, got {list(labels)}")
-    out_dir = Path(out_dir)
-    written: list[Path] = []
-    for report, label in zip(reports, labels, strict=True):
-        written += render(report, out_dir / safe_name(label))
-    (out_dir / "comparison.md").write_text(comparison_markdown(reports, labels), encoding="utf-8")
-    comparison_frame(reports, labels).to_csv(out_dir / "comparison.csv", index=False)
-    return [*written, out_dir / "comparison.md", out_dir / "comparison.csv"]
-
-
-def unique_labels(paths: Sequence[str | Path]) -> list[str]:
-    """Run labels from file names: the stem, or ``parent_stem`` (then ``stem-2``...) when stems repeat."""
-    stems = [Path(p).stem for p in paths]
-    labels: list[str] = []
-    for path, stem in zip(paths, stems, strict=True):
-        base = stem if stems.count(stem) == 1 else f"{Path(path).resolve().parent.name}_{stem}"
-        label, n = base, 1
-        while label in labels:
-            n += 1
-            label = f"{base}-{n}"
-        labels.append(label)
-    return labels

@@ -7,15 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from albef.reporting.render import (
-    comparison_frame,
-    comparison_markdown,
-    recall_curves,
-    render,
-    render_many,
-    report_markdown,
-    unique_labels,
-)
+from albef.reporting.render import recall_curves, render, report_markdown
 from albef.reporting.schema import (
     CheckpointInfo,
     Environment,
@@ -24,6 +16,7 @@ from albef.reporting.schema import (
     RunReport,
     StageStats,
 )
+from albef.reporting.side_by_side import comparison_frame, comparison_markdown, render_many, unique_labels
 
 RECALLS = {"txt_r1": 70.0, "txt_r5": 90.1, "txt_r10": 95.0, "img_r1": 55.25, "img_r5": 80.0, "img_r10": 88.5}
 
