@@ -29,7 +29,7 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
 ) -> None:
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, 2, "amp_bf16")}
     assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve"]
-    assert stages["pretrain"].after is None and stages["pretrain"].threads == 2
+    assert stages["pretrain"].after is None and stages["pretrain"].cores == 2
     assert stages["nlvr"].after == "ta"
     assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve")} == {"pretrain"}
     argv = stages["vqa"].argv
@@ -60,22 +60,43 @@ def test_auto_precision_uses_bf16_autocast_only_where_the_cpu_computes_bf16(
     assert resolve_quickstart_precision("amp_bf16", threads=2) == "amp_bf16"
 
 
-def test_auto_plan_pretrains_in_fp32_and_finetunes_vqa_and_nlvr_without_the_teacher(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, native_bf16: bool
 ) -> None:
     import torch
 
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 0, 15, 2, "auto")}
 
     def sets(name: str) -> list[str]:
         argv = stages[name].argv
         return [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
 
-    assert "runtime.precision=fp32" in sets("pretrain")
+    pretrain = stages["pretrain"]
+    if native_bf16:  # two one-thread bf16 ranks sharing the preset's batch of 32
+        assert (pretrain.ranks, pretrain.threads) == (2, 1)
+        assert {"runtime.precision=amp_bf16", "data.batch_size_train=16"} <= set(sets("pretrain"))
+    else:  # one two-thread fp32 process with the preset's batch
+        assert (pretrain.ranks, pretrain.threads) == (1, 2)
+        assert "runtime.precision=fp32" in sets("pretrain")
+        assert not any(s.startswith("data.batch_size_train") for s in sets("pretrain"))
+    one_thread = "amp_bf16" if native_bf16 else "fp32"
     for name in ("ta", "retrieval", "nlvr", "vqa", "ve"):
-        assert "runtime.precision=amp_bf16" in sets(name)
+        assert (stages[name].ranks, stages[name].threads) == (1, 1)
+        assert f"runtime.precision={one_thread}" in sets(name)
         assert ("model.distill=false" in sets(name)) == (name in ("vqa", "nlvr"))
+
+
+def test_a_stage_with_several_ranks_runs_under_torch_distributed_run(tmp_path: Path) -> None:
+    stage = Stage("ddp", ["ls", "tasks"], None, None, threads=1, ranks=2)
+    done = run_pipeline([stage], tmp_path, jobs=2)
+    assert done["ddp"].returncode == 0
+    log = (tmp_path / "logs" / "ddp.log").read_text()
+    first = log.splitlines()[0]
+    assert "-m torch.distributed.run --standalone --nproc_per_node=2 -m albef ls tasks" in first
+    assert log.count("nlvr_pretrain") == 2  # both ranks ran the command
 
 
 def test_scheduler_runs_dependents_with_the_parents_newest_checkpoint(tmp_path: Path) -> None:
