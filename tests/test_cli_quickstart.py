@@ -89,6 +89,18 @@ def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
         assert ("model.distill=false" in sets(name)) == (name in ("vqa", "nlvr"))
 
 
+def test_pretraining_splits_over_ranks_only_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from albef.cli.quickstart import pretrain_layout
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert pretrain_layout(2, "auto") == (2, 16)
+    assert pretrain_layout(1, "auto") == (1, 32)
+    assert pretrain_layout(8, "auto") == (1, 32)  # one 8-thread process, not eight ranks of 4
+    assert pretrain_layout(2, "fp32") == (1, 32)
+
+
 def test_a_stage_with_several_ranks_runs_under_torch_distributed_run(tmp_path: Path) -> None:
     stage = Stage("ddp", ["ls", "tasks"], None, None, threads=1, ranks=2)
     done = run_pipeline([stage], tmp_path, jobs=2)

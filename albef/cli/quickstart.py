@@ -149,12 +149,13 @@ def pretrain_layout(cores: int, precision: str) -> tuple[int, int]:
     Where the one-thread processes compute in bf16, pretraining runs as ``cores`` one-thread DDP ranks that
     split the preset's batch (2 x 16 = its 32, the same steps and lr): 1.25x the samples/s of one two-thread
     fp32 process (130 and 153 against 105 and 122 in two back-to-back pairs of 150 steps on a 2-core EPYC).
-    Elsewhere, or when the batch does not split evenly, it is one process with ``cores`` threads.
+    Elsewhere it is one process with ``cores`` threads: without hardware bf16, when the batch does not split
+    evenly, and on more than two cores (per-rank batches of 8 or less were never tried).
     """
     from albef.config import load_config
 
     batch = load_config("synthetic_pretrain").data.batch_size_train
-    if cores > 1 and batch % cores == 0 and resolve_quickstart_precision(precision) == "amp_bf16":
+    if 1 < cores <= 2 and batch % cores == 0 and resolve_quickstart_precision(precision) == "amp_bf16":
         return cores, batch // cores
     return 1, batch
 
