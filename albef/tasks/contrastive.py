@@ -21,6 +21,12 @@ from albef.models.albef import ContrastiveALBEF, ImageEncoding, TextEncoding
 NEGATIVE_STRATEGIES = ("hard", "random")
 
 
+def check_strategy(strategy: str, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` unless ``strategy`` is one of :data:`NEGATIVE_STRATEGIES`."""
+    if strategy not in NEGATIVE_STRATEGIES:
+        raise ValueError(f"unknown {what} strategy {strategy!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}")
+
+
 @dataclass
 class ITCResult:
     """The ITC loss and the student similarities against [momentum batch | queue] (B, B + K)."""
@@ -85,10 +91,7 @@ def draw_negatives(
     """
     batch = sim_i2t.shape[0]
     exclude = exclusion_mask(batch, idx, device=sim_i2t.device)
-    if strategy not in NEGATIVE_STRATEGIES:
-        raise ValueError(
-            f"unknown ITM negative strategy {strategy!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}"
-        )
+    check_strategy(strategy, "ITM negative")
     with torch.no_grad():
         if strategy == "random":
             uniform = (~exclude).float()

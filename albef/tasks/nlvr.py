@@ -46,7 +46,7 @@ from albef.evaluation.nlvr_eval import example_identifiers
 from albef.losses import soft_cross_entropy
 from albef.models.classify import ALBEFNLVR, ALBEFVE, ALBEFTextAssignment
 from albef.tasks.base import TASKS, Task
-from albef.tasks.contrastive import NEGATIVE_STRATEGIES
+from albef.tasks.contrastive import check_strategy
 from albef.tasks.data import data_path, train_transform
 from albef.tasks.pretrain import PretrainTask
 
@@ -137,10 +137,7 @@ class TextAssignmentObjective:
     """
 
     def __init__(self, partners: str = "hard") -> None:
-        if partners not in NEGATIVE_STRATEGIES:
-            raise ValueError(
-                f"unknown partner strategy {partners!r}; valid: {', '.join(NEGATIVE_STRATEGIES)}"
-            )
+        check_strategy(partners, "partner")
         self.partners = partners
 
     def __call__(self, model: ALBEFTextAssignment, batch: ImageTextBatch, alpha: float) -> dict[str, Tensor]:
