@@ -171,6 +171,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
     from albef.config import load_config
     from albef.engine.distributed import World
+    from albef.engine.determinism import configure_determinism
     from albef.engine.precision import resolve_device, resolve_precision
     from albef.engine.run import prepare_data
 
@@ -182,6 +183,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
     prepare_data(cfg, World())
     precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
+    configure_determinism(cfg.runtime.deterministic, precision.device)
     model = load_eval_model(cfg, args.checkpoint).to(precision.device)
     predictions = getattr(args, "predictions", None)
     evaluate_and_report(cfg, model, precision, args.split, Path(args.checkpoint), predictions)

@@ -223,6 +223,7 @@ def _setup(cfg: Any) -> tuple[Any, Any]:
     """The distributed world (from torchrun's environment) and the precision on this rank's device."""
     import torch
 
+    from albef.engine.determinism import configure_determinism
     from albef.engine.distributed import init_distributed
     from albef.engine.precision import resolve_device, resolve_precision
 
@@ -230,6 +231,7 @@ def _setup(cfg: Any) -> tuple[Any, Any]:
     world = init_distributed(device.type)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
+    configure_determinism(cfg.runtime.deterministic, device)
     return world, resolve_precision(cfg.runtime.precision, device)
 
 

@@ -172,6 +172,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
     from albef.engine.distributed import World
+    from albef.engine.determinism import configure_determinism
     from albef.engine.precision import resolve_device, resolve_precision
     from albef.engine.run import prepare_data, seed_everything
 
@@ -184,6 +185,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     seed_everything(cfg.runtime.seed)
     model = load_vqa_model(cfg, args.checkpoint)
     precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
+    configure_determinism(cfg.runtime.deterministic, precision.device)
     model.to(precision.device)
     evaluate_and_report(cfg, model, precision, World(), _options(args), Path(args.checkpoint))
     return 0

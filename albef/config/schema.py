@@ -165,6 +165,11 @@ class RuntimeConfig:
     output_dir: str = "runs/default"
     compile: bool = False
     channels_last: bool = False
+    deterministic: bool | None = None
+    """Deterministic algorithms (``albef.engine.determinism``): bit-identical repeats of a run at any fixed
+    thread count, and exact resume. ``None``: on for CPU runs, off on CUDA; ``true`` on CUDA also sets the
+    cuBLAS workspace and deterministic attention kernels, and an op with no deterministic kernel is an
+    error that names it."""
     log_every: int = 50
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at epoch end)."""

@@ -19,6 +19,7 @@ from torch import nn
 from albef.config.io import ConfigError, save_config
 from albef.config.schema import ExperimentConfig
 from albef.data.loaders import build_loader
+from albef.engine.determinism import Determinism, configure_determinism
 from albef.engine.distributed import World, barrier, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
 from albef.engine.trainer import Trainer, TrainResult
@@ -33,6 +34,7 @@ class RunContext:
     world: World
     precision: Precision
     output_dir: Path
+    determinism: Determinism
 
 
 def seed_everything(seed: int) -> None:
@@ -48,11 +50,12 @@ def setup_run(cfg: ExperimentConfig) -> RunContext:
     world = init_distributed(device.type)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
+    determinism = configure_determinism(cfg.runtime.deterministic, device)
     output_dir = Path(cfg.runtime.output_dir)
     if world.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "config.yaml")
-    return RunContext(world, resolve_precision(cfg.runtime.precision, device), output_dir)
+    return RunContext(world, resolve_precision(cfg.runtime.precision, device), output_dir, determinism)
 
 
 def prepare_data(cfg: ExperimentConfig, world: World) -> None:

@@ -27,6 +27,7 @@ from albef.config.schema import ExperimentConfig
 from albef.data.images import SkippedImages
 from albef.data.loaders import set_epoch
 from albef.engine import checkpointing as ckpt
+from albef.engine.determinism import NondeterministicOpError, explain_nondeterministic_op
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.metrics_log import MetricsLog
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
@@ -79,6 +80,18 @@ class TrainResult:
     skipped_images: int = 0
     validation: list[dict[str, float]] = field(default_factory=list)
     best_checkpoint: Path | None = None
+
+
+@contextlib.contextmanager
+def _naming_nondeterministic_ops() -> Iterator[None]:
+    """Turn torch's error for an op without a deterministic kernel into a one-line config error."""
+    try:
+        yield
+    except RuntimeError as err:
+        message = explain_nondeterministic_op(err)
+        if message is None:
+            raise
+        raise NondeterministicOpError(message) from err
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -307,12 +320,14 @@ class Trainer:
             set_lr(self.optimizer, lr)
             self.skipped.extend(batch.skipped)
             step_now = (it + 1) % accum == 0
-            outputs = self._forward_backward(batch, alpha, sync_grads=step_now)
+            with _naming_nondeterministic_ops():
+                outputs = self._forward_backward(batch, alpha, sync_grads=step_now)
             self.state.batch_in_epoch += 1
             if not step_now:
                 tic = time.perf_counter()
                 continue
-            self._optimizer_step()
+            with _naming_nondeterministic_ops():
+                self._optimizer_step()
             self.sync()
             self.state.global_step += 1
             record = self._record(outputs, lr, alpha, len(batch), data_time, time.perf_counter() - tic)

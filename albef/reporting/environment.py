@@ -132,6 +132,7 @@ def collect_environment(
         cuda=cuda,
         cudnn=cudnn,
         cpu_threads=torch.get_num_threads(),
+        deterministic=torch.are_deterministic_algorithms_enabled(),
         cpu_count=cpu_count(),
         platform=platform.platform(),
         git=git_revision(),

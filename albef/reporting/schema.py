@@ -130,6 +130,8 @@ class Environment:
     platform: str = ""
     git: str | None = None
     seed: int | None = None
+    deterministic: bool | None = None
+    """Whether deterministic algorithms were on (``runtime.deterministic``); ``None`` in older reports."""
     start_time: str = ""
     wall_time_s: float | None = None
 

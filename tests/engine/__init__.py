@@ -7,8 +7,11 @@ thousand parameters (:data:`TINY_OVERRIDES`), so a step takes tens of millisecon
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+from torch import Tensor
 
 TINY_OVERRIDES = (
     "model.vision.width=32",
@@ -48,3 +51,20 @@ def pretrain_argv(world: Path, output_dir: Path, *extra: str) -> list[str]:
     ):
         argv += ["--set", override]
     return argv
+
+
+def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
+    """Bitwise equality of nested dicts/lists/tensors."""
+    if isinstance(a, Tensor):
+        assert isinstance(b, Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f"{where} differs (max abs diff {(a.double() - b.double()).abs().max()})"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"

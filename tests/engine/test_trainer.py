@@ -34,7 +34,7 @@ from albef.engine.precision import resolve_precision
 from albef.engine.run import train
 from albef.engine.trainer import NonFiniteLossError, Trainer
 from albef.tasks.pretrain import PretrainObjective
-from tests.engine import TINY_OVERRIDES, pretrain_argv, small_world
+from tests.engine import TINY_OVERRIDES, assert_identical, pretrain_argv, small_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANG_HELPER = Path(__file__).with_name("_pretrain_hang.py")
@@ -64,23 +64,6 @@ def uninterrupted(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _metrics(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
-    """Bitwise equality of nested dicts/lists/tensors."""
-    if isinstance(a, Tensor):
-        assert isinstance(b, Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), f"{where} differs (max abs diff {(a.double() - b.double()).abs().max()})"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _assert_identical(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_identical(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def _kill_when_hanging(argv: list[str], hang_at: int, tmp_path: Path) -> None:
@@ -131,7 +114,7 @@ def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(
     assert got["state"] == expected["state"] == {**NO_BEST, "epoch": 1, "batch_in_epoch": 2, "global_step": 8}
     assert any(k.endswith("queue.image_queue") for k in got["model"])  # queues are in the model state
     for part in ("model", "optimizer", "rng", "state", "scaler"):
-        _assert_identical(got[part], expected[part], part)
+        assert_identical(got[part], expected[part], part)
     # The log holds each step once (the killed run's step 5 was redone) with the same values.
     resumed, reference = _metrics(run), _metrics(uninterrupted)
     assert [r["step"] for r in resumed] == list(range(1, 9))
