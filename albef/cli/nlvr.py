@@ -170,8 +170,8 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
     from albef.config import load_config
-    from albef.engine.distributed import World
     from albef.engine.determinism import configure_determinism
+    from albef.engine.distributed import World
     from albef.engine.precision import resolve_device, resolve_precision
     from albef.engine.run import prepare_data
 

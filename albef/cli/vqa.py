@@ -41,6 +41,9 @@ SCORE_DESCRIPTION = """\
 Score a result file exactly as the official VQA evaluation (GT-Vision-Lab/VQA vqaEval.py): answer
 normalisation, accuracy = mean over the leave-one-annotator-out subsets of min(1, matches/3), overall / per
 question type / per answer type in percent, rounded to 2 decimals. Missing or extra question ids are errors.
+Rounding (--rounding): python3 (default) breaks an exact tie to even, as the official code does when run
+today under Python 3 (the copies ALBEF and LAVIS ship); python2 breaks it away from zero, as the original
+Python 2 tool did (78.125 -> 78.12 and 78.13). The output names the rounding used.
 """
 
 
@@ -54,6 +57,17 @@ class EvalOptions:
     chunk_size: int | None
     annotations: str | None
     questions: str | None
+    rounding: str = "python3"
+
+
+def _add_rounding_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rounding",
+        choices=("python3", "python2"),
+        default="python3",
+        help="how exact ties of the 2-decimal accuracy round: python3 (default, to even: the official code as "
+        "run today) or python2 (away from zero: the original tool)",
+    )
 
 
 def _add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +124,7 @@ def register_evaluate(subparsers: Any) -> None:
         "--output-dir", help="where the result file and report go (default: runtime.output_dir)"
     )
     _add_ranking_arguments(parser)
+    _add_rounding_argument(parser)
     parser.set_defaults(handler=_evaluate)
 
     score = subparsers.add_parser(
@@ -122,6 +137,7 @@ def register_evaluate(subparsers: Any) -> None:
     score.add_argument("--questions", required=True, metavar="Q.json", help="VQA v2 questions file")
     score.add_argument("--annotations", required=True, metavar="A.json", help="VQA v2 annotations file")
     score.add_argument("--out", metavar="FILE", help="write {overall, perQuestionType, perAnswerType} here")
+    _add_rounding_argument(score)
     score.set_defaults(handler=_score)
 
 
@@ -133,6 +149,7 @@ def _options(args: argparse.Namespace, split: str = "test") -> EvalOptions:
         chunk_size=args.rank_chunk_size,
         annotations=getattr(args, "annotations", None),
         questions=getattr(args, "questions", None),
+        rounding=getattr(args, "rounding", "python3"),
     )
 
 
@@ -171,8 +188,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.distributed import World
     from albef.engine.determinism import configure_determinism
+    from albef.engine.distributed import World
     from albef.engine.precision import resolve_device, resolve_precision
     from albef.engine.run import prepare_data, seed_everything
 
@@ -199,13 +216,17 @@ def _score(args: argparse.Namespace) -> int:
     answers = read_result_file(args.results)
     truths = read_vqa_annotations(args.annotations, args.questions)
     try:
-        accuracy = vqa_accuracy(answers, truths)
+        accuracy = vqa_accuracy(answers, truths, args.rounding)
     except QuestionIdMismatchError as err:
         raise AlbefError(f"{args.results} does not match {args.annotations}: {err}") from None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(accuracy.official_dict(), indent=2) + "\n", encoding="utf-8")
+        record = {**accuracy.official_dict(), "rounding": accuracy.rounding}
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print_accuracy(accuracy.official_dict(), accuracy.untyped)
+    print(
+        f"rounding: {accuracy.rounding} (exact ties {'to even' if accuracy.rounding == 'python3' else 'away from zero'})"
+    )
     return 0
 
 
@@ -267,6 +288,7 @@ def evaluate_and_report(
         raise AlbefError(str(err)) from err
     ranking = RankingOptions(options.k or cfg.eval.k_test, options.scoring, options.chunk_size)  # type: ignore[arg-type]
     evaluator = build_evaluator(cfg, split, build_tokenizer(cfg.data), precision, ranking, world)
+    evaluator.rounding = options.rounding  # type: ignore[assignment]
     start, tic = utc_now_iso(), time.perf_counter()
     try:
         result = evaluator.run(model)

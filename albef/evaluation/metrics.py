@@ -11,9 +11,10 @@ median ranks of targets left outside the top k.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,6 +63,41 @@ def ranks_of_targets(
         tied_ahead = (row_scores == target) & ahead
         out[start : start + chunk] = ((row_scores > target).sum(dim=1) + tied_ahead.sum(dim=1)).cpu()
     return out
+
+
+ScoreMatrix = Tensor | np.ndarray | Sequence[Sequence[float]]
+"""A score matrix as a tensor, a numpy array (as the official ``itm_eval`` takes) or nested lists."""
+
+
+def as_score_matrix(scores: ScoreMatrix, name: str = "scores") -> Tensor:
+    """``scores`` as a 2-D floating tensor (tensors keep their device and dtype; numpy arrays are shared)."""
+    if isinstance(scores, Tensor):
+        out = scores
+    elif isinstance(scores, np.ndarray):
+        out = torch.from_numpy(np.ascontiguousarray(scores))
+    else:
+        out = torch.tensor(scores, dtype=torch.float64)
+    if out.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D score matrix, got shape {tuple(out.shape)}")
+    return out if out.is_floating_point() else out.double()
+
+
+def _as_list(links: Any) -> list[Any]:
+    """Ground-truth links as a list: the official dicts ``{index: value}`` (keys 0..n-1), arrays, lists."""
+    if isinstance(links, Mapping):
+        if sorted(links) != list(range(len(links))):
+            raise ValueError("a links dict must have the keys 0..n-1 (one entry per image or text)")
+        return [links[i] for i in range(len(links))]
+    if isinstance(links, (np.ndarray, Tensor)):
+        return links.tolist()
+    return list(links)
+
+
+def as_links(img2txt: Any, txt2img: Any) -> tuple[list[list[int]], list[int]]:
+    """``img2txt`` and ``txt2img`` in any accepted form (lists, arrays, tensors, the official dicts) as lists
+    of ints; an image given a single caption id gets a one-element list."""
+    images = [[int(t)] if np.ndim(t) == 0 else [int(x) for x in t] for t in _as_list(img2txt)]
+    return images, [int(i) for i in _as_list(txt2img)]
 
 
 def _check_links(
@@ -146,10 +182,10 @@ def rank_statistics(img_ranks: Tensor, txt_ranks: Tensor) -> dict[str, float]:
 
 
 def retrieval_metrics(
-    scores_i2t: Tensor,
-    scores_t2i: Tensor,
-    img2txt: Sequence[Sequence[int]],
-    txt2img: Sequence[int],
+    scores_i2t: ScoreMatrix,
+    scores_t2i: ScoreMatrix,
+    img2txt: Any,
+    txt2img: Any,
     *,
     ties: TieRule = "lower_index_first",
 ) -> dict[str, float]:
@@ -159,10 +195,10 @@ def retrieval_metrics(
     Text->image: the rank of the caption's single image.
 
     Args:
-        scores_i2t: (N_images, N_texts).
-        scores_t2i: (N_texts, N_images).
-        img2txt: Caption ids of each image.
-        txt2img: Image id of each caption.
+        scores_i2t: (N_images, N_texts): a tensor, a numpy array (as ``itm_eval`` takes) or nested lists.
+        scores_t2i: (N_texts, N_images), likewise.
+        img2txt: Caption ids of each image: a list of lists, or the official dict ``{image: [texts]}``.
+        txt2img: Image id of each caption: a list, an array, a tensor or the official dict ``{text: image}``.
         ties: The tie rule (module docstring).
 
     Returns:
@@ -172,7 +208,9 @@ def retrieval_metrics(
     Raises:
         ValueError: The matrices do not fit the links, or an id is out of range, or an image has no caption.
     """
-    img_ranks, txt_ranks = retrieval_ranks(scores_i2t, scores_t2i, img2txt, txt2img, ties)
+    images, texts = as_links(img2txt, txt2img)
+    i2t, t2i = as_score_matrix(scores_i2t, "scores_i2t"), as_score_matrix(scores_t2i, "scores_t2i")
+    img_ranks, txt_ranks = retrieval_ranks(i2t, t2i, images, texts, ties)
     return {**recall_metrics(img_ranks, txt_ranks), **rank_statistics(img_ranks, txt_ranks)}
 
 

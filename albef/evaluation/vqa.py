@@ -35,7 +35,13 @@ from albef.data.transforms import build_test_transform
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
-from albef.evaluation.vqa_eval import GroundTruth, VQAAccuracy, check_question_ids, vqa_accuracy
+from albef.evaluation.vqa_eval import (
+    GroundTruth,
+    Rounding,
+    VQAAccuracy,
+    check_question_ids,
+    vqa_accuracy,
+)
 from albef.models.vqa import ALBEFVQA, AnswerScoring
 from albef.reporting.measure import StageTimer
 from albef.reporting.schema import Metric
@@ -248,6 +254,7 @@ class VQAEvaluator(Evaluator):
         precision: Device and autocast of the evaluation.
         loader: Batching (``batch_size_test``), question word limit (50) and the distributed world.
         ranking: ``k``, scoring and chunking of :meth:`ALBEFVQA.rank_answers`.
+        rounding: How the official accuracy rounds exact ties (``albef.evaluation.vqa_eval``).
     """
 
     task = "vqa"
@@ -259,6 +266,7 @@ class VQAEvaluator(Evaluator):
         precision: Precision,
         loader: LoaderOptions,
         ranking: RankingOptions | None = None,
+        rounding: Rounding = "python3",
     ) -> None:
         missing = [i for i, r in enumerate(split.records) if r.question_id is None]
         if missing:
@@ -268,6 +276,7 @@ class VQAEvaluator(Evaluator):
         self.precision = precision
         self.options = loader
         self.ranking = ranking or RankingOptions()
+        self.rounding = rounding
 
     def _loader(self) -> torch.utils.data.DataLoader[Any]:
         dataset = VQADataset(
@@ -350,7 +359,9 @@ class VQAEvaluator(Evaluator):
         answers = merge_answers(all_gather_object(pairs) if world.distributed else [pairs])
         wall = time.perf_counter() - start
         check_question_ids(answers, self.split.question_ids)  # e.g. questions whose image was skipped
-        accuracy = vqa_accuracy(answers, self.split.truths) if self.split.truths is not None else None
+        accuracy = (
+            vqa_accuracy(answers, self.split.truths, self.rounding) if self.split.truths is not None else None
+        )
         return EvalResult(
             metrics=accuracy_metrics(accuracy) if accuracy is not None else {},
             n_samples=len(answers),
@@ -373,4 +384,5 @@ class VQAEvaluator(Evaluator):
         if accuracy is not None:
             extra["vqa_accuracy"] = accuracy.official_dict()
             extra["untyped_questions"] = accuracy.untyped
+            extra["rounding"] = accuracy.rounding
         return extra

@@ -11,7 +11,11 @@ What the official tool computes, step by step:
 3. Accuracy of a question = the mean over the leave-one-annotator-out subsets (10 choose 9 for VQA v2) of
    ``min(1, matches among the others / 3)`` (:func:`answer_accuracy`).
 4. Overall, per question type and per answer type: ``100 * sum / count`` over the questions, in annotation
-   order, rounded to 2 decimals as the official Python 2 tool rounds (:func:`round_official`).
+   order, rounded to 2 decimals with the built-in ``round`` (:func:`round_official`). The tool was written
+   for Python 2, whose ``round`` breaks an exact tie away from zero; the copies that ALBEF and LAVIS ship
+   run under Python 3, whose ``round`` breaks it to even. The default, ``rounding="python3"``, gives the
+   numbers the official code prints today (``78.125`` -> ``78.12``); ``rounding="python2"`` the original
+   tool's (``78.13``).
 
 Quirks kept for identical numbers: the period rule removes at most 32 periods (the official call passes
 ``re.UNICODE`` where ``count`` goes); its look-behind is mistyped as a look-ahead, so a period is removed
@@ -26,7 +30,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Literal
+
+Rounding = Literal["python3", "python2"]
+"""How exact ties are rounded (module docstring, step 4)."""
+ROUNDINGS: tuple[Rounding, ...] = ("python3", "python2")
 
 PUNCTUATION = (
     ";",
@@ -169,17 +177,22 @@ def answer_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
     return float(sum(subsets)) / len(subsets)
 
 
-def round_official(value: float, digits: int = ROUND_DIGITS) -> float:
-    """Round as the official (Python 2) tool: correctly rounded, exact ties away from zero.
+def round_official(value: float, digits: int = ROUND_DIGITS, rounding: Rounding = "python3") -> float:
+    """Round as the official tool's ``round`` does under ``rounding``'s Python.
 
-    Python 3's ``round`` breaks exact ties to even (``round(0.125, 2) == 0.12``); Python 2.7 gives 0.13.
+    Both round the exact binary value correctly; they differ on exact ties only: Python 3 breaks them to even
+    (``round(0.125, 2) == 0.12``), Python 2.7 away from zero (0.13).
     """
-    return float(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    if rounding == "python3":
+        return float(round(value, digits))
+    if rounding == "python2":
+        return float(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
 
 
-def percent(values: Sequence[float], digits: int = ROUND_DIGITS) -> float:
+def percent(values: Sequence[float], digits: int = ROUND_DIGITS, rounding: Rounding = "python3") -> float:
     """``100 * sum / count`` summed left to right as the official tool, then :func:`round_official`."""
-    return round_official(100 * float(sum(values)) / len(values), digits)
+    return round_official(100 * float(sum(values)) / len(values), digits, rounding)
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,7 @@ class VQAAccuracy:
         per_answer_type: Answer type -> percent.
         per_question: Question id -> unrounded accuracy in [0, 1].
         untyped: Questions without a question or answer type (left out of that breakdown).
+        rounding: How exact ties were rounded.
     """
 
     overall: float
@@ -216,6 +230,7 @@ class VQAAccuracy:
     per_answer_type: dict[str, float] = field(default_factory=dict)
     per_question: dict[int, float] = field(default_factory=dict)
     untyped: int = 0
+    rounding: Rounding = "python3"
 
     def official_dict(self) -> dict[str, Any]:
         """``{"overall", "perQuestionType", "perAnswerType"}``: the official ``VQAEval.accuracy``."""
@@ -246,7 +261,7 @@ def check_question_ids(predicted: Iterable[int], expected: Iterable[int]) -> Non
         raise QuestionIdMismatchError("; ".join(problems))
 
 
-def _grouped(pairs: Iterable[tuple[str | None, float]]) -> tuple[dict[str, float], int]:
+def _grouped(pairs: Iterable[tuple[str | None, float]], rounding: Rounding) -> tuple[dict[str, float], int]:
     """Percent per group (first-appearance order) and the number of values without a group."""
     groups: dict[str, list[float]] = {}
     missing = 0
@@ -255,15 +270,18 @@ def _grouped(pairs: Iterable[tuple[str | None, float]]) -> tuple[dict[str, float
             missing += 1
         else:
             groups.setdefault(name, []).append(value)
-    return {name: percent(values) for name, values in groups.items()}, missing
+    return {name: percent(values, rounding=rounding) for name, values in groups.items()}, missing
 
 
-def vqa_accuracy(predictions: Mapping[int, str], truths: Sequence[GroundTruth]) -> VQAAccuracy:
+def vqa_accuracy(
+    predictions: Mapping[int, str], truths: Sequence[GroundTruth], rounding: Rounding = "python3"
+) -> VQAAccuracy:
     """Score predictions exactly as the official ``VQAEval.evaluate``.
 
     Args:
         predictions: Question id -> predicted answer; must cover exactly the ids of ``truths``.
         truths: The ground truth, in annotation-file order (the order of the official sums).
+        rounding: How exact ties are rounded (``python3``: as the official code runs today).
 
     Returns:
         The :class:`VQAAccuracy`.
@@ -280,12 +298,15 @@ def vqa_accuracy(predictions: Mapping[int, str], truths: Sequence[GroundTruth]) 
         raise ValueError(f"the ground truth repeats question id(s) {_listed(repeated)}")
     check_question_ids(predictions, ids)
     scores = {t.question_id: answer_accuracy(predictions[t.question_id], t.answers) for t in truths}
-    by_question, untyped_q = _grouped((t.question_type, scores[t.question_id]) for t in truths)
-    by_answer, untyped_a = _grouped((t.answer_type, scores[t.question_id]) for t in truths)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
+    by_question, untyped_q = _grouped(((t.question_type, scores[t.question_id]) for t in truths), rounding)
+    by_answer, untyped_a = _grouped(((t.answer_type, scores[t.question_id]) for t in truths), rounding)
     return VQAAccuracy(
-        overall=percent(list(scores.values())),
+        overall=percent(list(scores.values()), rounding=rounding),
         per_question_type=by_question,
         per_answer_type=by_answer,
         per_question=scores,
         untyped=max(untyped_q, untyped_a),
+        rounding=rounding,
     )

@@ -125,6 +125,25 @@ def test_matches_an_independent_itm_eval_on_random_scores() -> None:
     assert {k: ours[k] for k in OFFICIAL_KEYS} == pytest.approx(ref)
 
 
+def test_numpy_arrays_lists_and_the_official_dicts_give_the_itm_eval_numbers() -> None:
+    # The official itm_eval takes numpy score matrices and dicts {image: [texts]}, {text: image}.
+    gen = torch.Generator().manual_seed(1)
+    n_img, per = 20, 5
+    img2txt = [list(range(i * per, (i + 1) * per)) for i in range(n_img)]
+    txt2img = [i for i in range(n_img) for _ in range(per)]
+    i2t = torch.randn(n_img, n_img * per, generator=gen)
+    t2i = torch.randn(n_img * per, n_img, generator=gen)
+    ref = official_itm_eval(i2t, t2i, img2txt, txt2img)
+    as_numpy = retrieval_metrics(i2t.numpy(), t2i.numpy(), dict(enumerate(img2txt)), dict(enumerate(txt2img)))
+    as_lists = retrieval_metrics(i2t.tolist(), t2i.tolist(), img2txt, np.array(txt2img))
+    as_tensors = retrieval_metrics(i2t, t2i, img2txt, torch.tensor(txt2img))
+    for got in (as_numpy, as_lists, as_tensors):
+        assert {k: got[k] for k in OFFICIAL_KEYS} == pytest.approx(ref)
+    assert as_numpy == as_tensors  # float32 arrays keep their dtype: the same ranks exactly
+    with pytest.raises(ValueError, match="2-D score matrix"):
+        retrieval_metrics(i2t.numpy()[0], t2i.numpy(), img2txt, txt2img)
+
+
 @pytest.mark.parametrize(
     ("i2t_shape", "img2txt", "txt2img", "message"),
     [

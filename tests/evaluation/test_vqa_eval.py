@@ -153,15 +153,31 @@ def test_overall_and_per_type_accuracy() -> None:
     }
 
 
-def test_rounding_follows_the_official_python2_tool() -> None:
-    assert round_official(0.125) == 0.13  # an exact tie goes away from zero (Python 3's round gives 0.12)
-    assert round_official(2 / 3 * 100) == 66.67
-    assert round_official(12.344999) == 12.34
-    # 800 questions, one right: 100 * 1 / 800 = 0.125 exactly.
-    assert percent([1.0] + [0.0] * 799) == 0.13
-    truths = [GroundTruth(i, ("a",) * 10) for i in range(800)]
-    answers = {i: "a" if i == 0 else "b" for i in range(800)}
-    assert vqa_accuracy(answers, truths).overall == 0.13
+def test_rounding_python3_by_default_python2_on_request() -> None:
+    # Exact ties: Python 3's round (the official code as run today) goes to even, Python 2's away from zero.
+    assert round_official(0.125) == 0.12
+    assert round_official(0.125, rounding="python2") == 0.13
+    assert round_official(78.125) == 78.12 and round_official(78.125, rounding="python2") == 78.13
+    # Not ties: both agree (2.675 is stored below the tie, so both give 2.67).
+    for rounding in ("python3", "python2"):
+        assert round_official(2 / 3 * 100, rounding=rounding) == 66.67  # type: ignore[arg-type]
+        assert round_official(12.344999, rounding=rounding) == 12.34  # type: ignore[arg-type]
+        assert round_official(2.675, rounding=rounding) == 2.67  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown rounding 'banker'"):
+        round_official(1.0, rounding="banker")  # type: ignore[arg-type]
+
+
+def test_an_exact_tie_in_overall_accuracy_follows_the_rounding() -> None:
+    # 625 of 800 questions right: 100 * 625 / 800 = 78.125 exactly.
+    truths = [GroundTruth(i, ("a",) * 10, "what", "other") for i in range(800)]
+    answers = {i: "a" if i < 625 else "b" for i in range(800)}
+    default = vqa_accuracy(answers, truths)
+    assert default.overall == 78.12 and default.per_answer_type == {"other": 78.12}
+    assert default.rounding == "python3"
+    original = vqa_accuracy(answers, truths, rounding="python2")
+    assert original.overall == 78.13 and original.per_question_type == {"what": 78.13}
+    assert percent([1.0] + [0.0] * 799) == 0.12  # 0.125
+    assert percent([1.0] + [0.0] * 799, rounding="python2") == 0.13
 
 
 def test_questions_without_types_count_in_overall_only() -> None:

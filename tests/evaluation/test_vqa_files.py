@@ -83,10 +83,55 @@ def test_vqa_score_command(
     out = tmp_path / "scores" / "s.json"
     argv = ["evaluate", "vqa-score", "--results", str(results), "--questions", str(real[0])]
     assert main([*argv, "--annotations", str(real[1]), "--out", str(out)]) == 0
-    assert json.loads(out.read_text()) == {"overall": 20.0, "perQuestionType": {}, "perAnswerType": {}}
+    assert json.loads(out.read_text()) == {
+        "overall": 20.0,
+        "perQuestionType": {},
+        "perAnswerType": {},
+        "rounding": "python3",
+    }
     captured = capsys.readouterr()
     assert "overall" in captured.out and "20.00" in captured.out
     assert "3 question(s) have no question/answer type" in captured.err
+
+
+@pytest.mark.parametrize(("rounding", "expected"), [(None, 78.12), ("python3", 78.12), ("python2", 78.13)])
+def test_vqa_score_rounds_an_exact_tie_as_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rounding: str | None, expected: float
+) -> None:
+    # 625 of 800 right: 78.125 exactly, which Python 3 rounds to even and Python 2 away from zero.
+    ids = range(800)
+    questions = _write(
+        tmp_path / "q.json", {"questions": [{"question_id": i, "image_id": i, "question": "q?"} for i in ids]}
+    )
+    annotations = _write(
+        tmp_path / "a.json",
+        {
+            "annotations": [
+                {
+                    "question_id": i,
+                    "image_id": i,
+                    "question_type": "what",
+                    "answer_type": "other",
+                    "multiple_choice_answer": "a",
+                    "answers": [
+                        {"answer": "a", "answer_confidence": "yes", "answer_id": j} for j in range(10)
+                    ],
+                }
+                for i in ids
+            ]
+        },
+    )
+    results = _write(
+        tmp_path / "r.json", [{"question_id": i, "answer": "a" if i < 625 else "b"} for i in ids]
+    )
+    out = tmp_path / "s.json"
+    argv = ["evaluate", "vqa-score", "--results", str(results), "--questions", str(questions)]
+    argv += ["--annotations", str(annotations), "--out", str(out)]
+    assert main(argv + ([] if rounding is None else ["--rounding", rounding])) == 0
+    scores = json.loads(out.read_text())
+    assert scores["overall"] == expected and scores["perAnswerType"] == {"other": expected}
+    assert scores["rounding"] == (rounding or "python3")
+    assert f"rounding: {rounding or 'python3'}" in capsys.readouterr().out
 
 
 def test_vqa_score_names_missing_and_extra_ids(
