@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default="runs/synthetic/medium-seed0", help="the medium synthetic world")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "determinism")
     args = parser.parse_args(argv)
+    revision = git_revision()  # the code the runs below execute, before anything can change it
     rows, results = [], []
     for threads in (int(t) for t in args.threads.split(",")):
         speeds: dict[bool, list[float]] = {True: [], False: []}
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
         "args": {**vars(args), "out": os.path.relpath(args.out, REPO_ROOT)},
-        "git": git_revision(),
+        "git": revision,
         "cpu": cpu_model(),
         "results": results,
     }
