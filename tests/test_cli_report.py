@@ -142,3 +142,15 @@ def test_paper_exit_2_on_unknown_model(baseline: Path, capsys: pytest.CaptureFix
 def test_the_albef_entry_point_runs_report(tmp_path: Path, baseline: Path) -> None:
     assert main(["report", "compare", "--baseline", str(baseline), "--current", str(baseline)]) == 0
     assert main(["report", "compare", "--baseline", str(baseline), "--current", str(tmp_path)]) == 2
+
+
+def test_compare_uses_the_combined_interval_unless_told_not_to(tmp_path: Path) -> None:
+    def with_ci(value: float, name: str) -> Path:
+        run = make_report(txt_r1=value)
+        run.add_metric("txt_r1", value, n=100, interval=(value - 3.0, value + 4.0))  # half-width 3.5
+        return run.save(tmp_path / name)
+
+    base = with_ci(70.0, "base.json")
+    assert compare(base, with_ci(66.0, "inside.json")) == 0  # -4.0, combined half-width 4.95
+    assert compare(base, with_ci(65.0, "outside.json")) == 1  # -5.0
+    assert compare(base, with_ci(66.0, "inside.json"), "--no-intervals") == 1  # the 1-point tolerance

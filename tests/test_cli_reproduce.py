@@ -90,10 +90,13 @@ def test_retrieval_coco_end_to_end(world: Path, tmp_path: Path) -> None:
     assert len(rows) == len(metrics)  # one row per ALBEF 4M COCO cell
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        metric, paper_value, measured, delta = cells[5:9]
+        metric, paper_value, measured, interval, inside, delta = cells[5:11]
         assert metric in metrics and cells[3:5] == ["coco", "test"]
         assert abs(float(measured) - float(paper_value) - float(delta)) < 0.02
         assert float(measured) == pytest.approx(report.metrics[metric].value, abs=0.01)
+        low, high = (float(x) for x in interval.strip("[]").split(","))
+        assert low <= float(measured) <= high
+        assert inside == ("yes" if low <= float(paper_value) <= high else "no")
     assert "Every selected paper cell is covered." in paper  # Flickr cells are out of this target's scope
 
 

@@ -108,8 +108,9 @@ def print_evaluation(report: Any) -> None:
     """The metrics (percent) and the classification throughput."""
     from tabulate import tabulate
 
-    rows = [(name, m.group or "", f"{m.value:.2f}") for name, m in report.metrics.items()]
-    print(tabulate(rows, headers=[f"{report.task} {report.split}", "group", "%"], tablefmt="simple"))
+    rows = [(name, m.group or "", m.formatted(2), m.n or "") for name, m in report.metrics.items()]
+    headers = [f"{report.task} {report.split}", "group", "% (± 95% CI)", "n"]
+    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
     for name, stage in report.stages.items():
         lat = stage.latency_batch
         print(

@@ -76,9 +76,11 @@ def _add_compare(actions: Any) -> None:
         help="regression gate: compare a run with a baseline (exit 1 on a regression)",
         description=(
             "Compare every metric and every stage's items/s of the baseline with the current run. A metric "
-            "regresses when it moves against its direction by more than its tolerance (points); a stage when "
-            "its items/s drop by more than --speed-tol. A baseline metric missing from the current run is a "
-            "failure. Exit status: 0 no regression, 1 regression, 2 unusable input."
+            "regresses when it moves against its direction by more than its tolerance: the combined 95 % "
+            "bootstrap interval sqrt(h_base^2 + h_current^2) where both reports carry one, else --metric-tol "
+            "points (--tol NAME=POINTS overrides either; --no-intervals uses --metric-tol everywhere). A stage "
+            "regresses when its items/s drop by more than --speed-tol. A baseline metric missing from the "
+            "current run is a failure. Exit status: 0 no regression, 1 regression, 2 unusable input."
         ),
     )
     parser.add_argument("--baseline", type=Path, required=True, metavar="B.json", help="the reference run")
@@ -88,7 +90,7 @@ def _add_compare(actions: Any) -> None:
         type=_non_negative,
         default=1.0,
         metavar="POINTS",
-        help="default metric tolerance (1.0)",
+        help="tolerance of metrics without intervals on both sides (1.0)",
     )
     parser.add_argument(
         "--speed-tol",
@@ -106,6 +108,11 @@ def _add_compare(actions: Any) -> None:
         help="tolerance of one metric (repeatable), e.g. --tol txt_r1=0.5",
     )
     parser.add_argument("--no-speed", action="store_true", help="compare metrics only")
+    parser.add_argument(
+        "--no-intervals",
+        action="store_true",
+        help="ignore the reports' intervals: --metric-tol for every metric",
+    )
     parser.set_defaults(handler=partial(_guarded, "compare", _compare))
 
 
@@ -201,6 +208,7 @@ def _compare(args: argparse.Namespace) -> int:
             metric_tol=args.metric_tol,
             speed_tol=None if args.no_speed else args.speed_tol,
             metric_tols=dict(args.tol),
+            use_intervals=not args.no_intervals,
         )
     except ReportError as err:
         raise AlbefError(f"{args.baseline} vs {args.current}: {err}") from err

@@ -334,11 +334,12 @@ def report_markdown(report: Any) -> str:
     """A retrieval run report as Markdown: metrics (with chance level), stage throughput, settings."""
     lines = [f"# Retrieval: {report.dataset} {report.split} ({report.model_preset})", ""]
     chance = report.extra.get("chance", {})
-    lines += ["| metric | value | chance |", "|---|---|---|"]
+    lines += ["| metric | value (± 95% CI half-width) | n | chance |", "|---|---|---|---|"]
     for name, metric in report.metrics.items():
         unit = "%" if metric.unit == "%" else ""
         base = f"{chance[name]:.2f}{unit}" if name in chance else ""
-        lines.append(f"| {name} | {metric.value:.2f}{unit} | {base} |")
+        n = "" if metric.n is None else str(metric.n)
+        lines.append(f"| {name} | {metric.formatted(2)}{unit} | {n} | {base} |")
     lines += ["", "| stage | items/s | item | calls | p50 ms | p95 ms |", "|---|---|---|---|---|---|"]
     for key, stage in report.stages.items():
         lat = stage.latency_batch

@@ -84,7 +84,9 @@ def _pretrain(args: argparse.Namespace) -> int:
             # The whole log, so that a resumed run summarises every step, not only those since the resume.
             summary = summarise(read_metrics(Path(cfg.runtime.output_dir) / "metrics.jsonl"))
             if cfg.data.test_file:
-                summary["zero_shot_itc"] = zero_shot_itc(cfg, model, ctx.precision)
+                summary["zero_shot_itc"], summary["zero_shot_itc_intervals"] = zero_shot_itc(
+                    cfg, model, ctx.precision
+                )
             summary["checkpoint"] = str(result.checkpoint) if result.checkpoint else None
             write_summary(Path(cfg.runtime.output_dir) / "summary.json", summary)
             print_summary(summary)
@@ -112,10 +114,11 @@ def summarise(history: list[dict[str, float]]) -> dict[str, Any]:
     return {"steps": int(history[-1]["step"]), "loss_first": first, "loss_last": last, "samples_per_s": speed}
 
 
-def zero_shot_itc(cfg: Any, model: Any, precision: Any) -> dict[str, float]:
-    """ITC-only retrieval metrics on ``data.test_file``."""
+def zero_shot_itc(cfg: Any, model: Any, precision: Any) -> tuple[dict[str, float], dict[str, list[Any]]]:
+    """ITC-only retrieval metrics on ``data.test_file``, and the recalls' ``[low, high, n]`` bootstrap
+    intervals (images resampled with their captions)."""
     from albef.data.formats import read_retrieval_eval
-    from albef.evaluation.retrieval import encode_split, itc_retrieval_metrics
+    from albef.evaluation.retrieval import encode_split, itc_similarity, retrieval_metric_objects
     from albef.tasks.data import build_tokenizer, data_path
 
     path = data_path(cfg.data, cfg.data.test_file)
@@ -133,7 +136,14 @@ def zero_shot_itc(cfg: Any, model: Any, precision: Any) -> dict[str, float]:
         max_words=cfg.data.max_words,
         source=str(path),
     )
-    return itc_retrieval_metrics(features, split)
+    sims = itc_similarity(features)
+    metrics = retrieval_metric_objects(sims, sims.T, split)
+    intervals = {
+        name: [m.ci_low, m.ci_high, m.n]
+        for name, m in metrics.items()
+        if m.ci_low is not None and m.ci_high is not None
+    }
+    return {name: m.value for name, m in metrics.items()}, intervals
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -19,13 +19,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from albef.data.collate import LabelledBatch, PairBatch
+from albef.data.formats import nlvr_consistency_groups
 from albef.data.records import VE_LABELS
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.bootstrap import percent_metric
 from albef.evaluation.nlvr_eval import accuracy, per_class_accuracy, score_nlvr
 from albef.models.classify import ALBEFNLVR, ALBEFVE
 from albef.reporting.measure import StageTimer
-from albef.reporting.schema import Metric
 
 NO_PREDICTION = -1
 """The predicted class of an example that was not evaluated (its image was skipped)."""
@@ -148,9 +149,11 @@ class NLVREvaluator(ClassificationEvaluator):
         pred = self.predict(model, timer)
         correct = (pred.classes == self.labels).tolist()
         score = score_nlvr(correct, self.identifiers)
-        metrics = {
-            "accuracy": Metric(100.0 * score.accuracy),
-            "consistency": Metric(100.0 * score.consistency),
+        groups = nlvr_consistency_groups(self.identifiers)
+        consistent = [float(all(correct[i] for i in members)) for members in groups.values()]
+        metrics = {  # intervals: pairs resampled for accuracy, sentence groups for consistency
+            "accuracy": percent_metric([float(c) for c in correct], 100.0 * score.accuracy),
+            "consistency": percent_metric(consistent, 100.0 * score.consistency),
         }
         return EvalResult(
             metrics,
@@ -184,11 +187,12 @@ class VEEvaluator(ClassificationEvaluator):
     def run(self, model: nn.Module) -> EvalResult:
         timer = self.timer()
         pred = self.predict(model, timer)
-        metrics = {"accuracy": Metric(100.0 * accuracy(pred.classes, self.labels))}
+        hits = (pred.classes == self.labels).double()
+        metrics = {"accuracy": percent_metric(hits, 100.0 * accuracy(pred.classes, self.labels))}
         per_class = per_class_accuracy(pred.classes, self.labels, self.num_classes)
-        for name, value in zip(VE_CLASS_NAMES, per_class, strict=True):
+        for i, (name, value) in enumerate(zip(VE_CLASS_NAMES, per_class, strict=True)):
             if value is not None:
-                metrics[f"accuracy_{name}"] = Metric(100.0 * value, group="class")
+                metrics[f"accuracy_{name}"] = percent_metric(hits[self.labels == i], 100.0 * value, "class")
         counts = {name: int((self.labels == i).sum()) for i, name in enumerate(VE_CLASS_NAMES)}
         return EvalResult(
             metrics,

@@ -33,6 +33,7 @@ from albef.data.tokenizer import TextTokenizer
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.bootstrap import retrieval_intervals
 from albef.evaluation.feature_cache import (
     DEFAULT_BUDGET_MB,
     FEATURE_DTYPES,
@@ -52,7 +53,10 @@ from albef.evaluation.metrics import (
     RERANK_FILL,
     TieRule,
     fill_scores,
+    rank_statistics,
+    recall_metrics,
     retrieval_metrics,
+    retrieval_ranks,
     topk_candidates,
 )
 from albef.evaluation.rerank import Direction, PairScorer, ScoreMode
@@ -240,10 +244,21 @@ def dense_scores(
     return out
 
 
-def _metric_objects(values: dict[str, float]) -> dict[str, Metric]:
-    """Recalls in percent (higher is better), ranks as plain numbers (lower is better)."""
-    out = {key: Metric(values[key]) for key in OFFICIAL_KEYS}
-    out.update({key: Metric(values[key], higher_is_better=False, unit="") for key in RANK_KEYS})
+def retrieval_metric_objects(
+    scores_i2t: Tensor, scores_t2i: Tensor, split: RetrievalEvalSet, ties: TieRule = "lower_index_first"
+) -> dict[str, Metric]:
+    """The official recalls in percent (higher is better) with their query counts and bootstrap intervals
+    (images resampled with their captions), then the mean and median ranks (lower is better)."""
+    img_ranks, txt_ranks = retrieval_ranks(scores_i2t, scores_t2i, split.img2txt, split.txt2img, ties)
+    values = {**recall_metrics(img_ranks, txt_ranks), **rank_statistics(img_ranks, txt_ranks)}
+    intervals = retrieval_intervals(img_ranks, txt_ranks, list(split.txt2img))
+    out = {
+        key: Metric(values[key], n=intervals[key].n, ci_low=intervals[key].low, ci_high=intervals[key].high)
+        for key in OFFICIAL_KEYS
+    }
+    for key in RANK_KEYS:
+        n = img_ranks.shape[0] if key.startswith("txt_") else txt_ranks.shape[0]
+        out[key] = Metric(values[key], higher_is_better=False, unit="", n=int(n))
     return out
 
 
@@ -325,12 +340,10 @@ class RetrievalEvaluator(Evaluator):
             scores_i2t, scores_t2i = sims, sims.T.contiguous()
         else:
             scores_i2t, scores_t2i = self._rerank(model, features, sims, timer, extra)
-        values = retrieval_metrics(
-            scores_i2t, scores_t2i, self.split.img2txt, self.split.txt2img, ties=s.ties
-        )
+        metrics = retrieval_metric_objects(scores_i2t, scores_t2i, self.split, s.ties)
         extra["chance"] = chance_recall_at_1(self.split)
         return EvalResult(
-            metrics=_metric_objects(values),
+            metrics=metrics,
             n_samples=n_img + n_txt,
             stages=timer.stats(),
             memory=timer.peak_memory(),

@@ -35,6 +35,7 @@ from albef.data.transforms import build_test_transform
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.bootstrap import percent_metric
 from albef.evaluation.vqa_eval import (
     GroundTruth,
     Rounding,
@@ -185,14 +186,18 @@ def ground_truth_of(records: Sequence[VQARecord]) -> list[GroundTruth] | None:
     return truths if truths and len(truths) == len(records) else None
 
 
-def accuracy_metrics(accuracy: VQAAccuracy) -> dict[str, Metric]:
-    """``overall`` plus ``answer_type/<t>`` and ``question_type/<t>`` metrics (grouped), in percent."""
-    metrics = {"overall": Metric(accuracy.overall)}
-    for group, values in (
-        (ANSWER_TYPE, accuracy.per_answer_type),
-        (QUESTION_TYPE, accuracy.per_question_type),
+def accuracy_metrics(accuracy: VQAAccuracy, truths: Sequence[GroundTruth]) -> dict[str, Metric]:
+    """``overall`` plus ``answer_type/<t>`` and ``question_type/<t>`` metrics (grouped), in percent: the
+    official rounded values, each with its question count and a bootstrap interval over its questions."""
+    scores = accuracy.per_question
+    metrics = {"overall": percent_metric([scores[t.question_id] for t in truths], accuracy.overall)}
+    for group, values, type_of in (
+        (ANSWER_TYPE, accuracy.per_answer_type, lambda t: t.answer_type),
+        (QUESTION_TYPE, accuracy.per_question_type, lambda t: t.question_type),
     ):
-        metrics.update({f"{group}/{name}": Metric(value, group=group) for name, value in values.items()})
+        for name, value in values.items():
+            members = [scores[t.question_id] for t in truths if type_of(t) == name]
+            metrics[f"{group}/{name}"] = percent_metric(members, value, group)
     return metrics
 
 
@@ -363,7 +368,7 @@ class VQAEvaluator(Evaluator):
             vqa_accuracy(answers, self.split.truths, self.rounding) if self.split.truths is not None else None
         )
         return EvalResult(
-            metrics=accuracy_metrics(accuracy) if accuracy is not None else {},
+            metrics=accuracy_metrics(accuracy, self.split.truths or []) if accuracy is not None else {},
             n_samples=len(answers),
             stages=timer.stats(),
             memory=timer.peak_memory(),

@@ -7,6 +7,12 @@ Rules:
   (points for percentages). Against the baseline's ``higher_is_better`` direction, a move beyond the metric's
   tolerance is ``regressed``, a move beyond it the other way ``improved``, anything else ``ok``. A non-finite
   current value where the baseline is finite is ``regressed``.
+- The tolerance of a metric that carries a bootstrap interval in **both** reports is the **combined
+  interval**, ``sqrt(h_baseline**2 + h_current**2)`` for half-widths ``h`` (the half-width of the 95 %
+  interval of a difference of two independent estimates): a change inside it is what resampling the test
+  set alone would give. A per-metric tolerance (``metric_tols``) overrides it; metrics without intervals
+  on both sides (and every metric with ``use_intervals=False``) use the absolute ``metric_tol``. Each row
+  records which ``basis`` it used.
 - A metric of the baseline that the current run lacks is ``missing`` and **counts as a failure**: a gate that
   silently passes when an evaluation stops producing a number would hide exactly the regressions it guards.
   Metrics only the current run has are ``new`` and informational.
@@ -22,7 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from albef.reporting.schema import ReportError, RunReport
+from albef.reporting.schema import Metric, ReportError, RunReport
 
 DEFAULT_METRIC_TOL = 1.0
 """Points (metric units) a metric may move against its direction before it counts as a regression."""
@@ -45,6 +51,8 @@ class MetricDelta:
     status: str
     higher_is_better: bool = True
     unit: str = "%"
+    basis: str = "absolute"
+    """``interval`` (the combined bootstrap interval) or ``absolute`` (a configured tolerance)."""
 
 
 @dataclass(frozen=True)
@@ -106,17 +114,30 @@ def classify(gain: float, tolerance: float) -> str:
     return "improved" if gain > tolerance else "ok"
 
 
+def combined_half_width(baseline: Metric, current: Metric) -> float | None:
+    """``sqrt(h_b**2 + h_c**2)`` of the two metrics' interval half-widths, or ``None`` if either lacks one."""
+    hb, hc = baseline.half_width, current.half_width
+    if hb is None or hc is None:
+        return None
+    return math.hypot(hb, hc)
+
+
 def compare_metrics(
     baseline: RunReport,
     current: RunReport,
     metric_tol: float | Mapping[str, float] = DEFAULT_METRIC_TOL,
     metric_tols: Mapping[str, float] | None = None,
+    use_intervals: bool = True,
 ) -> list[MetricDelta]:
     """Baseline metrics first (compared or ``missing``), then metrics only the current run has (``new``)."""
     rows = []
     for name, base in baseline.metrics.items():
         tol = metric_tolerance(name, metric_tol, metric_tols)
         cur = current.metrics.get(name)
+        combined = None if cur is None or not use_intervals else combined_half_width(base, cur)
+        basis = "absolute"
+        if combined is not None and not (metric_tols and name in metric_tols):
+            tol, basis = combined, "interval"
         if cur is None:
             rows.append(
                 MetricDelta(name, base.value, None, None, tol, "missing", base.higher_is_better, base.unit)
@@ -125,7 +146,9 @@ def compare_metrics(
         status = metric_status(base.value, cur.value, base.higher_is_better, tol)
         change = cur.value - base.value
         rows.append(
-            MetricDelta(name, base.value, cur.value, change, tol, status, base.higher_is_better, base.unit)
+            MetricDelta(
+                name, base.value, cur.value, change, tol, status, base.higher_is_better, base.unit, basis
+            )
         )
     for name, cur in current.metrics.items():
         if name not in baseline.metrics:
@@ -177,6 +200,7 @@ def compare_reports(
     metric_tol: float | Mapping[str, float] = DEFAULT_METRIC_TOL,
     speed_tol: float | None = DEFAULT_SPEED_TOL,
     metric_tols: Mapping[str, float] | None = None,
+    use_intervals: bool = True,
 ) -> ComparisonResult:
     """Compare ``current`` with ``baseline`` (the rules are in the module docstring).
 
@@ -186,7 +210,9 @@ def compare_reports(
         metric_tol: Tolerance in metric units for every metric, or a mapping name -> tolerance whose absent
             names get :data:`DEFAULT_METRIC_TOL`.
         speed_tol: Fraction of items/s a stage may lose; ``None`` compares no stage.
-        metric_tols: Per-metric overrides applied on top of ``metric_tol`` (``--tol NAME=POINTS``).
+        metric_tols: Per-metric overrides applied on top of ``metric_tol`` (``--tol NAME=POINTS``); they also
+            override the combined interval.
+        use_intervals: Use the combined bootstrap interval as the tolerance where both reports carry one.
 
     Returns:
         The metric rows and the stage rows.
@@ -201,7 +227,8 @@ def compare_reports(
     if any(not tol >= 0 for tol in tolerances):
         raise ValueError(f"tolerances must be non-negative, got {tolerances}")
     stages = [] if speed_tol is None else compare_stages(baseline, current, speed_tol)
-    return ComparisonResult(compare_metrics(baseline, current, metric_tol, metric_tols), stages)
+    metrics = compare_metrics(baseline, current, metric_tol, metric_tols, use_intervals)
+    return ComparisonResult(metrics, stages)
 
 
 def comparison_text(result: ComparisonResult) -> str:
@@ -214,7 +241,7 @@ def comparison_text(result: ComparisonResult) -> str:
             _num(m.baseline),
             _num(m.current),
             _num(m.change, signed=True),
-            f"±{m.tolerance:g}",
+            f"±{m.tolerance:.2f}" + (" (CI)" if m.basis == "interval" else ""),
             m.status,
         )
         for m in result.metrics

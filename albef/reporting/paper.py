@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from albef.reporting.schema import RunReport
+from albef.reporting.schema import Metric, RunReport
 
 PAPER_TABLES_FORMAT = 1
 """The ``format_version`` of ``paper_tables.json`` this module reads."""
@@ -46,6 +46,8 @@ PAPER_HEADERS = (
     "metric",
     "paper",
     "measured",
+    "measured 95% CI",
+    "paper in CI",
     "delta",
     "source",
 )
@@ -99,6 +101,15 @@ class PaperRow:
     measured: float
     delta: float
     source: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    @property
+    def paper_inside(self) -> bool | None:
+        """Whether the published value lies inside the measured 95 % interval (``None`` without one)."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return self.ci_low <= self.paper <= self.ci_high
 
 
 @dataclass
@@ -199,12 +210,18 @@ def cell_applies(cell: PaperCell, report: RunReport) -> bool:
     )
 
 
-def measured_value(cell: PaperCell, report: RunReport) -> float | None:
-    """The run's ungrouped value for ``cell`` (``None`` when the cell does not apply or the metric is absent)."""
+def measured_metric(cell: PaperCell, report: RunReport) -> Metric | None:
+    """The run's ungrouped metric for ``cell`` (``None`` when the cell does not apply or the metric is absent)."""
     metric = report.metrics.get(cell.metric)
     if not cell_applies(cell, report) or metric is None or metric.group is not None:
         return None
-    return metric.value
+    return metric
+
+
+def measured_value(cell: PaperCell, report: RunReport) -> float | None:
+    """The value of :func:`measured_metric`."""
+    metric = measured_metric(cell, report)
+    return None if metric is None else metric.value
 
 
 def select_cells(cells: Sequence[PaperCell], model: str | None) -> list[PaperCell]:
@@ -250,15 +267,16 @@ def paper_comparison_many(
     result = PaperComparison()
     for report, label in zip(reports, labels, strict=True):
         for cell in selected:
-            value = measured_value(cell, report)
-            if value is not None:
-                result.rows.append(_row(label, cell, value))
+            metric = measured_metric(cell, report)
+            if metric is not None:
+                result.rows.append(_row(label, cell, metric))
     covered = {(row.table, row.model, row.dataset, row.split, row.metric) for row in result.rows}
     result.uncovered = [cell for cell in selected if cell_key(cell) not in covered]
     return result
 
 
-def _row(label: str, cell: PaperCell, measured: float) -> PaperRow:
+def _row(label: str, cell: PaperCell, metric: Metric) -> PaperRow:
+    measured = metric.value
     return PaperRow(
         run=label,
         table=cell.table,
@@ -270,6 +288,8 @@ def _row(label: str, cell: PaperCell, measured: float) -> PaperRow:
         measured=measured,
         delta=measured - cell.value,
         source=cell.source,
+        ci_low=metric.ci_low,
+        ci_high=metric.ci_high,
     )
 
 
@@ -291,7 +311,9 @@ def paper_markdown(comparison: PaperComparison) -> str:
 def _cells_of(row: PaperRow) -> list[str]:
     """The printed cells of one row (values to 2 decimals, the delta signed)."""
     names = [row.run, row.table, row.model, row.dataset, row.split, row.metric]
-    return [*names, f"{row.paper:.2f}", f"{row.measured:.2f}", _signed(row.delta), row.source]
+    ci = "-" if row.ci_low is None or row.ci_high is None else f"[{row.ci_low:.2f}, {row.ci_high:.2f}]"
+    inside = {None: "-", True: "yes", False: "no"}[row.paper_inside]
+    return [*names, f"{row.paper:.2f}", f"{row.measured:.2f}", ci, inside, _signed(row.delta), row.source]
 
 
 def _signed(delta: float) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from albef.reporting.schema import RunReport, StageStats
+from albef.reporting.schema import Metric, RunReport, StageStats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 RECALL_SERIES = (("txt", "TR (image->text)"), ("img", "IR (text->image)"))
 """Metric prefix and plot label of the two retrieval directions (``txt_r1`` is text retrieval)."""
 
-METRIC_HEADERS = ("metric", "value", "unit", "better")
+METRIC_HEADERS = ("metric", "value", "95% CI", "n", "unit", "better")
 STAGE_HEADERS = (
     "stage",
     "item",
@@ -77,11 +77,19 @@ def metric_groups(report: RunReport) -> list[str]:
 def metrics_table(report: RunReport, group: str | None = None) -> str:
     """The metrics of ``group`` (the headline ones for ``None``) as a Markdown table."""
     rows = [
-        (name, _fmt(m.value), m.unit, "higher" if m.higher_is_better else "lower")
+        (name, m.formatted(2), _interval(m), "-" if m.n is None else str(m.n), m.unit,
+         "higher" if m.higher_is_better else "lower")
         for name, m in report.metrics.items()
         if m.group == group
-    ]
+    ]  # fmt: skip
     return markdown_table(rows, METRIC_HEADERS)
+
+
+def _interval(metric: Metric) -> str:
+    """``[56.1, 61.5]`` (the bootstrap interval's bounds), ``-`` without one."""
+    if metric.ci_low is None or metric.ci_high is None:
+        return "-"
+    return f"[{metric.ci_low:.2f}, {metric.ci_high:.2f}]"
 
 
 def stage_precision(report: RunReport, stage: StageStats) -> str:
@@ -168,8 +176,12 @@ def metrics_frame(report: RunReport) -> pd.DataFrame:
     """One row per metric: ``metric, value, unit, higher_is_better, group``."""
     import pandas as pd
 
-    rows = [(name, m.value, m.unit, m.higher_is_better, m.group) for name, m in report.metrics.items()]
-    return pd.DataFrame(rows, columns=["metric", "value", "unit", "higher_is_better", "group"])
+    rows = [
+        (name, m.value, m.ci_low, m.ci_high, m.n, m.unit, m.higher_is_better, m.group)
+        for name, m in report.metrics.items()
+    ]
+    columns = ["metric", "value", "ci_low", "ci_high", "n", "unit", "higher_is_better", "group"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def stage_record(key: str, stage: StageStats, precision: str) -> dict[str, Any]:

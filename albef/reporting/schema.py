@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""Bump when a field changes meaning or is removed; readers refuse other versions."""
+SCHEMA_VERSION = 2
+"""Bump when a field changes meaning or is removed; readers refuse other versions.
+
+Version 2 added each metric's sample size and bootstrap interval (``n``, ``ci_low``, ``ci_high``) and
+``environment.deterministic``; version 1 reports are still read (without intervals)."""
+READABLE_VERSIONS = (1, 2)
 
 REPORT_KINDS = ("evaluation", "benchmark", "training")
 
@@ -37,12 +41,37 @@ class Metric:
         unit: ``"%"`` for percentages, ``""`` for plain numbers (ranks, losses, counts).
         group: Optional breakdown the value belongs to (``"answer_type"``, ``"class"``, ...); ungrouped
             metrics are the headline figures.
+        n: Evaluation units the value was measured on (images, questions, pairs, ...), where counted.
+        ci_low: Lower bound of its 95 % bootstrap interval (``albef.evaluation.bootstrap``), where computed.
+        ci_high: Upper bound of that interval.
     """
 
     value: float
     higher_is_better: bool = True
     unit: str = "%"
     group: str | None = None
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the interval's width, or ``None`` without an interval."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return (self.ci_high - self.ci_low) / 2
+
+    def contains(self, value: float) -> bool | None:
+        """Whether ``value`` lies inside the interval (``None`` without one)."""
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return self.ci_low <= value <= self.ci_high
+
+    def formatted(self, digits: int = 1) -> str:
+        """``58.8 ± 2.7`` with an interval, else ``58.8``."""
+        half = self.half_width
+        text = f"{self.value:.{digits}f}"
+        return text if half is None else f"{text} ± {half:.{digits}f}"
 
 
 @dataclass
@@ -183,9 +212,13 @@ class RunReport:
         higher_is_better: bool = True,
         unit: str = "%",
         group: str | None = None,
+        n: int | None = None,
+        interval: tuple[float, float] | None = None,
     ) -> None:
-        """Record metric ``name`` (a plain float, so tensors and numpy scalars do not leak into the JSON)."""
-        self.metrics[name] = Metric(float(value), higher_is_better, unit, group)
+        """Record metric ``name`` (a plain float, so tensors and numpy scalars do not leak into the JSON),
+        with its sample size and ``(low, high)`` interval where known."""
+        low, high = (None, None) if interval is None else (float(interval[0]), float(interval[1]))
+        self.metrics[name] = Metric(float(value), higher_is_better, unit, group, n, low, high)
 
     def headline_metrics(self) -> dict[str, Metric]:
         """The metrics without a group (the ones tables and the paper comparison show)."""
@@ -207,10 +240,10 @@ class RunReport:
         if not isinstance(data, dict):
             raise ReportError(f"{source}: a run report is a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ReportError(
                 f"{source}: run report schema_version {version!r} is not supported "
-                f"(this albef reads version {SCHEMA_VERSION})"
+                f"(this albef reads versions {', '.join(map(str, READABLE_VERSIONS))})"
             )
         try:
             body = {k: v for k, v in data.items() if k != "schema_version"}

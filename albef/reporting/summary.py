@@ -78,9 +78,11 @@ def chance_levels(manifest: Mapping[str, Any]) -> ChanceLevels:
 def pretrain_metrics(summary: Mapping[str, Any]) -> dict[str, Metric]:
     """Metrics of a pretraining ``summary.json``: zero-shot ITC recall and the loss of each part."""
     out: dict[str, Metric] = {}
+    intervals = summary.get("zero_shot_itc_intervals", {})
     for name, value in summary.get("zero_shot_itc", {}).items():
         higher = not name.endswith("_rank")
-        out[f"zero_shot_{name}"] = Metric(float(value), higher, "%" if higher else "")
+        low, high, n = intervals.get(name, (None, None, None))
+        out[f"zero_shot_{name}"] = Metric(float(value), higher, "%" if higher else "", None, n, low, high)
     for when in ("first", "last"):
         for name, value in summary.get(f"loss_{when}", {}).items():
             out[f"{name}_{when}"] = Metric(float(value), False, "", group="loss")
@@ -150,7 +152,8 @@ def summary_rows(report: RunReport) -> list[tuple[str, str, str, str, str]]:
             )
             if verdict and key in SECONDARY:
                 verdict += " (not judged)"
-            rows.append((stage, name, f"{value:.1f}", "" if level is None else f"{level:.1f}", verdict))
+            shown = report.metrics[key].formatted(1)
+            rows.append((stage, name, shown, "" if level is None else f"{level:.1f}", verdict))
     return rows
 
 

@@ -89,6 +89,11 @@ def test_result_carries_metrics_stages_and_plan(split: RetrievalEvalSet, result:
     report = result.to_report(task="retrieval", dataset="synthetic", split="test")
     assert [k for k in report.metrics if report.metrics[k].unit == "%"] == list(OFFICIAL_KEYS)
     assert not report.metrics["txt_mean_rank"].higher_is_better
+    for key in OFFICIAL_KEYS:  # images resampled with their captions: n counts the queries of each recall
+        metric = report.metrics[key]
+        assert metric.n == (split.num_images if key.startswith("txt_") else split.num_texts), key
+        assert metric.ci_low is not None and metric.ci_high is not None
+        assert metric.ci_low <= metric.value <= metric.ci_high, key
     assert {"image_encode", "text_encode", "itc_similarity", "topk", "itm_rerank"} <= set(report.stages)
     assert report.stages["image_encode"].items == split.num_images
     assert report.stages["text_encode"].items == split.num_texts

@@ -65,6 +65,11 @@ def test_ve_evaluator_per_class_and_skipped_examples() -> None:
         {"accuracy_contradiction": 50.0, "accuracy_neutral": 50.0, "accuracy_entailment": 50.0}
     )
     assert result.extra["skipped_examples"] == 1 and result.n_samples == 6
+    # Intervals over pairs (a skipped pair counts as wrong), per class over that class's pairs.
+    overall = result.metrics["accuracy"]
+    assert overall.n == 6 and overall.ci_low is not None and overall.ci_high is not None
+    assert overall.ci_low < 50.0 < overall.ci_high
+    assert result.metrics["accuracy_neutral"].n == 2
     assert result.extra["class_counts"] == {"contradiction": 2, "neutral": 2, "entailment": 2}
     assert result.stages["classify"].num_batches == 1  # the first batch is warm-up
 
@@ -78,6 +83,9 @@ def test_nlvr_evaluator_consistency_and_order() -> None:
     assert result.outputs["predictions"] == [True, False, True, False]
     assert result.metrics["accuracy"].value == pytest.approx(75.0)
     assert result.metrics["consistency"].value == pytest.approx(50.0)  # sentence dev-1 right, dev-2 not
+    # Accuracy resamples the 4 pairs, consistency the 2 sentence groups (one right, one not: [0, 100]).
+    assert result.metrics["accuracy"].n == 4 and result.metrics["consistency"].n == 2
+    assert (result.metrics["consistency"].ci_low, result.metrics["consistency"].ci_high) == (0.0, 100.0)
     assert (result.extra["groups"], result.extra["identifier_source"]) == (2, "file")
     with pytest.raises(ValueError, match="identifiers"):
         NLVREvaluator([batch], labels, ids[:2], CPU)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from albef.evaluation.vqa import accuracy_metrics
 from albef.evaluation.vqa_eval import (
     CONTRACTIONS,
     GroundTruth,
@@ -151,6 +152,17 @@ def test_overall_and_per_type_accuracy() -> None:
         "perQuestionType": {"is the": 50.0, "how many": 60.0, "what color is the": 0.0},
         "perAnswerType": {"yes/no": 50.0, "number": 60.0, "other": 0.0},
     }
+
+
+def test_report_metrics_carry_question_counts_and_intervals() -> None:
+    truths = _truths()
+    metrics = accuracy_metrics(vqa_accuracy({1: "yes", 2: "two", 3: "blue", 4: "yes"}, truths), truths)
+    overall = metrics["overall"]
+    assert (overall.value, overall.n) == (40.0, 4)
+    assert overall.ci_low is not None and overall.ci_high is not None
+    assert 0.0 <= overall.ci_low < 40.0 < overall.ci_high <= 100.0  # resampled over the 4 questions
+    assert metrics["answer_type/number"].n == 1 and metrics["answer_type/number"].half_width == 0.0
+    assert (metrics["answer_type/yes/no"].n, metrics["answer_type/yes/no"].group) == (2, "answer_type")
 
 
 def test_rounding_python3_by_default_python2_on_request() -> None:

@@ -125,3 +125,42 @@ def test_negative_tolerance_is_refused() -> None:
 def test_relative_change_with_a_zero_baseline() -> None:
     assert relative_change(0.0, 0.0) == 0.0 and relative_change(0.0, 5.0) == math.inf
     assert relative_change(200.0, 150.0) == -0.25
+
+
+def with_interval(value: float, half: float) -> RunReport:
+    """A run whose ``txt_r1`` carries a bootstrap interval of half-width ``half`` (and 100 images)."""
+    run = report(txt_r1=value)
+    run.add_metric("txt_r1", value, n=100, interval=(value - half, value + half))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        (65.1, "ok"),  # -4.9: inside the combined interval sqrt(3.0**2 + 4.0**2) = 5.0
+        (64.9, "regressed"),  # -5.1: outside it
+        (75.1, "improved"),
+    ],
+)
+def test_a_change_regresses_only_outside_the_combined_interval(value: float, status: str) -> None:
+    baseline, current = with_interval(70.0, 3.0), with_interval(value, 4.0)
+    row = compare_reports(baseline, current).metrics[0]
+    assert (row.name, row.status, row.basis) == ("txt_r1", status, "interval")
+    assert row.tolerance == pytest.approx(5.0)
+    assert "(CI)" in comparison_text(compare_reports(baseline, current))
+
+
+def test_intervals_fall_back_to_the_absolute_tolerance_when_either_side_lacks_one() -> None:
+    one_sided = compare_reports(with_interval(70.0, 3.0), report(txt_r1=67.5)).metrics[0]
+    assert (one_sided.basis, one_sided.tolerance, one_sided.status) == ("absolute", 1.0, "regressed")
+    switched_off = compare_reports(with_interval(70.0, 3.0), with_interval(67.5, 4.0), use_intervals=False)
+    assert (switched_off.metrics[0].basis, switched_off.metrics[0].status) == ("absolute", "regressed")
+
+
+def test_a_per_metric_tolerance_overrides_the_interval() -> None:
+    result = compare_reports(with_interval(70.0, 3.0), with_interval(67.5, 4.0), metric_tols={"txt_r1": 2.0})
+    assert (result.metrics[0].basis, result.metrics[0].tolerance, result.metrics[0].status) == (
+        "absolute",
+        2.0,
+        "regressed",
+    )

@@ -190,3 +190,18 @@ def test_several_runs_leave_uncovered_only_what_none_covers() -> None:
 def test_unknown_model_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="ALBEF 4M, ALBEF 14M"):
         paper_comparison(run("vqa", "vqa_v2", "test-dev"), model="ALBEF 5M")
+
+
+def test_paper_value_inside_or_outside_the_measured_interval() -> None:
+    report = run("retrieval", "coco", "test")
+    report.add_metric("txt_r1", 70.0, n=5000, interval=(68.5, 73.5))  # paper 73.1: inside
+    report.add_metric("img_r1", 60.0, n=25000, interval=(59.0, 61.0))  # paper 56.8: outside
+    rows = {r.metric: r for r in paper_comparison(report, model="ALBEF 4M").rows}
+    assert rows["txt_r1"].paper_inside is True and rows["img_r1"].paper_inside is False
+    assert (
+        paper_comparison(run("retrieval", "coco", "test", txt_r1=70.0), model="ALBEF 4M").rows[0].paper_inside
+        is None
+    )
+    lines = paper_markdown(paper_comparison(report, model="ALBEF 4M")).splitlines()
+    cells = {row[5]: row[8:10] for row in ([c.strip() for c in line.split("|")[1:-1]] for line in lines[4:6])}
+    assert cells == {"txt_r1": ["[68.50, 73.50]", "yes"], "img_r1": ["[59.00, 61.00]", "no"]}

@@ -177,3 +177,22 @@ def test_unique_labels() -> None:
     assert unique_labels(["r/base.json", "r/cur.json"]) == ["base", "cur"]
     assert unique_labels(["x/run.json", "y/run.json"]) == ["x_run", "y_run"]
     assert unique_labels(["x/run.json", "x/run.json"]) == ["x_run", "x_run-2"]
+
+
+def test_markdown_and_csv_show_the_interval_and_sample_size(tmp_path: Path) -> None:
+    report = retrieval_report()
+    report.add_metric("img_r1", 58.8, n=1000, interval=(56.1, 61.5))
+    lines = report_markdown(report).splitlines()
+    cells = {
+        row[0]: row[1:4] for row in ([c.strip() for c in line.split("|")[1:-1]] for line in lines) if row
+    }
+    assert cells["img_r1"] == ["58.80 ± 2.70", "[56.10, 61.50]", "1000"]
+    assert cells["txt_r1"] == ["70.00", "-", "-"]
+    render(report, tmp_path)
+    frame = pd.read_csv(tmp_path / "metrics.csv").set_index("metric")
+    assert (frame.loc["img_r1", "ci_low"], frame.loc["img_r1", "ci_high"], frame.loc["img_r1", "n"]) == (
+        56.1,
+        61.5,
+        1000,
+    )
+    assert pd.isna(frame.loc["txt_r1", "ci_low"])

@@ -137,3 +137,23 @@ def test_missing_field_and_bad_json_name_the_file(tmp_path: Path) -> None:
 def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ReportError, match="unknown report kind"):
         RunReport(kind="benchmarks", task="model", dataset="x")
+
+
+def test_intervals_round_trip_and_version_1_reports_are_still_read(tmp_path: Path) -> None:
+    report = full_report()
+    report.add_metric("img_r1", 58.8, n=1000, interval=(56.1, 61.5))
+    loaded = RunReport.load(report.save(tmp_path / "v2.json"))
+    metric = loaded.metrics["img_r1"]
+    assert (metric.n, metric.ci_low, metric.ci_high) == (1000, 56.1, 61.5)
+    assert metric.half_width == pytest.approx(2.7) and metric.formatted() == "58.8 ± 2.7"
+    assert metric.contains(60.0) is True and metric.contains(62.0) is False
+    # A report written by the previous albef: schema 1, metrics without n/ci, no environment.deterministic.
+    old = full_report().to_dict()
+    old["schema_version"] = 1
+    for entry in old["metrics"].values():
+        for key in ("n", "ci_low", "ci_high"):
+            entry.pop(key)
+    old["environment"].pop("deterministic")
+    legacy = RunReport.load(write(tmp_path, old))
+    assert legacy.metrics["txt_r1"].value == 95.9 and legacy.metrics["txt_r1"].half_width is None
+    assert legacy.metrics["txt_r1"].formatted() == "95.9" and legacy.metrics["txt_r1"].contains(1.0) is None

@@ -102,3 +102,20 @@ def test_loss_curves_skip_validation_records_and_plots_are_written(tmp_path: Pat
 
 def test_smooth_is_a_trailing_mean() -> None:
     assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_pretraining_intervals_reach_the_summary_rows() -> None:
+    retrieval = _report("retrieval", txt_r1=20.0, img_r1=10.0)
+    retrieval.add_metric("r_mean", 40.0, n=500, interval=(37.5, 42.5))
+    summary = {
+        "zero_shot_itc": {"r_mean": 61.1, "txt_mean_rank": 5.4},
+        "zero_shot_itc_intervals": {"r_mean": [58.6, 63.4, 500]},
+    }
+    report = pipeline_report({"retrieval": retrieval}, summary, chance_levels(MANIFEST), {}, {})
+    zero_shot = report.metrics["pretrain.zero_shot_r_mean"]
+    assert (zero_shot.n, zero_shot.ci_low, zero_shot.ci_high) == (500, 58.6, 63.4)
+    assert report.metrics["pretrain.zero_shot_txt_mean_rank"].ci_low is None
+    shown = {row[:2]: row[2] for row in summary_rows(report)}
+    assert shown[("pretrain", "zero_shot_r_mean")] == "61.1 ± 2.4"
+    assert shown[("retrieval", "r_mean")] == "40.0 ± 2.5"
+    assert shown[("retrieval", "txt_r1")] == "20.0"
