@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
-        "args": {**vars(args), "out": os.path.relpath(args.out, REPO_ROOT)},
+        "args": {key: value for key, value in vars(args).items() if key != "out"},
         "git": revision,
         "cpu": cpu_model(),
         "results": results,

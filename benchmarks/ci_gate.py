@@ -1,6 +1,6 @@
 """CI regression gate: one short deterministic run, three checks against the committed baseline.
 
-The run (about 3 minutes on 2 cores): 496 pretraining steps (8 epochs) of the ``synthetic_pretrain`` preset on
+The run (about 4 minutes on 2 cores): 744 pretraining steps (12 epochs) of the ``synthetic_pretrain`` preset on
 the medium synthetic world (seed 0) in deterministic mode at 2 threads, logging every step; the zero-shot ITC
 retrieval of the final model on the world's 100-image test split (written by ``albef pretrain``); and the
 official retrieval evaluation of that checkpoint (ITC top-16 re-ranked by ITM) on the same split. Its result
@@ -323,7 +323,7 @@ def speed_rows(
         now = current["stages"].get(key)
         if now is not None:
             judged = stage["latency_batch"]["mean_ms"] >= MIN_STAGE_MS
-            pairs.append((f"{key} {stage['item']}s/s", stage["items_per_s"], now["items_per_s"], judged))
+            pairs.append((f"{key} ({stage['item']}/s)", stage["items_per_s"], now["items_per_s"], judged))
     return [(what, b / gb, c / gc, (c / gc) / (b / gb), judged) for what, b, c, judged in pairs]
 
 

@@ -45,6 +45,15 @@ class Regression:
     env: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
     expect_pass: bool = False
+    # The verdict expected under the other-CPU rule when it differs from ``expect_pass``, and what catches
+    # the bug there instead (a bug too small for the intervals is caught exactly only on the baseline's CPU).
+    expect_foreign_pass: bool | None = None
+    caught_elsewhere: str = ""
+
+    def expected(self, rule: str) -> bool:
+        if rule == "foreign" and self.expect_foreign_pass is not None:
+            return self.expect_foreign_pass
+        return self.expect_pass
 
 
 REGRESSIONS = (
@@ -146,6 +155,10 @@ REGRESSIONS = (
                 "float((ranks <= k).double().mean())",
             ),
         ),
+        # +4.5 points of r_mean: inside the combined interval (about +-7), so on another CPU only the
+        # hand-computed metric tests in the same CI run catch it.
+        expect_foreign_pass=True,
+        caught_elsewhere="tests/evaluation/test_retrieval_metrics.py::test_hand_computed_case",
     ),
     Regression(
         "other-cpu-kernels",
@@ -276,6 +289,14 @@ def markdown(rows: list[dict[str, Any]], revision: str) -> str:
     for row in rows:
         for line in row.get("foreign_lines", []):
             lines.append(f"- {row['name']}: {line}")
+    notes = [
+        f"- {r.name}: passes the other-CPU rule (its effect is inside the intervals); `make test` catches it "
+        f"on any CPU: `{r.caught_elsewhere}`"
+        for r in REGRESSIONS
+        if r.caught_elsewhere and any(row["name"] == r.name for row in rows)
+    ]
+    if notes:
+        lines += ["", "## Caught outside the gate on another CPU", "", *notes]
     errors = [row for row in rows if "error" in row]
     if errors:
         lines += ["", "## Runs that did not finish", ""]
@@ -291,7 +312,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=OUT / "baseline.json")
     parser.add_argument("--out", type=Path, default=OUT, help="where gate_power.md/.json go")
     parser.add_argument("--only", nargs="+", help="run only these regressions")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite the table and re-judge the verdicts of an earlier gate_power.json",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        payload = json.loads(args.render.read_text(encoding="utf-8"))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gate_power.md").write_text(markdown(payload["rows"], payload["revision"]), encoding="utf-8")
+        print(f"written: {args.out / 'gate_power.md'}")
+        return judge(payload["rows"])
     revision = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -300,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-power-") as work:
         for regression in chosen:
             row = run_one(regression, args.world.resolve(), args.baseline.resolve(), Path(work))
-            row["expect_pass"] = regression.expect_pass
             rows.append(row)
             print(
                 f"{regression.name}: as CI {gate_exit(row.get('auto', {}))}, "
@@ -312,15 +344,23 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"revision": revision, "rows": rows}
     (args.out / "gate_power.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     print(f"written: {args.out / 'gate_power.md'}")
+    return judge(rows)
+
+
+def judge(rows: list[dict[str, Any]]) -> int:
+    """1 when a verdict differs from the regression's expectation under either rule (a missing run counts)."""
+    by_name = {r.name: r for r in REGRESSIONS}
     wrong = [
         row["name"]
         for row in rows
-        for result in (row.get("auto", {}), row.get("foreign", {}))
-        if (bool(result) and all(result.values())) != row["expect_pass"]
+        for rule in ("auto", "foreign")
+        if (bool(row.get(rule)) and all(row[rule].values())) != by_name[row["name"]].expected(rule)
     ]
     if wrong:
         print(f"gate power: unexpected verdicts for {sorted(set(wrong))}", file=sys.stderr)
-    return 1 if wrong else 0
+        return 1
+    print(f"gate power: all {len(rows)} runs as expected")
+    return 0
 
 
 if __name__ == "__main__":
