@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render is not None:
         payload = json.loads(args.render.read_text(encoding="utf-8"))
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gate_power.md").write_text(markdown(payload["rows"], payload["revision"]), encoding="utf-8")
+        (args.out / "gate_power.md").write_text(
+            markdown(payload["rows"], payload["revision"]), encoding="utf-8"
+        )
         print(f"written: {args.out / 'gate_power.md'}")
         return judge(payload["rows"])
     revision = subprocess.run(
