@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from albef.errors import ConfigError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(ConfigError, KeyError):
     """A name that is not registered; the message lists the valid names."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message

@@ -65,14 +65,14 @@ def test_check_only_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (root / "data").exists()
 
 
-def test_malformed_input_exits_2_naming_file_and_record(
+def test_malformed_input_exits_3_naming_file_and_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "root"
     (root / "nlvr2" / "data").mkdir(parents=True)
     path = root / "nlvr2" / "data" / "dev.json"
     path.write_text(json.dumps({"identifier": "dev-1-0-0", "sentence": "x", "label": "maybe"}) + "\n")
-    assert main(["data", "prepare", "nlvr2", "--root", str(root), "--no-images"]) == 2
+    assert main(["data", "prepare", "nlvr2", "--root", str(root), "--no-images"]) == 3
     err = capsys.readouterr().err
     assert f"albef data: error: {path}: record 0 (line 1): field 'label': expected one of" in err
 

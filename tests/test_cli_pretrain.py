@@ -64,7 +64,7 @@ def test_a_config_for_another_task_is_an_error(capsys: pytest.CaptureFixture[str
 
 def test_resume_from_a_missing_file_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     missing = tmp_path / "step-00000009.pt"
-    assert main(["pretrain", "--output-dir", str(tmp_path / "x"), "--resume", str(missing)]) == 2
+    assert main(["pretrain", "--output-dir", str(tmp_path / "x"), "--resume", str(missing)]) == 4
     assert f"--resume {missing}: no such checkpoint file" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

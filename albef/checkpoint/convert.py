@@ -38,6 +38,7 @@ from albef.checkpoint.layout import (
 from albef.checkpoint.remap import remap_state_dict
 from albef.checkpoint.strict import LoadReport, check_state_dict, load_state_dict_strict
 from albef.config.schema import ModelConfig, TextConfig, VisionConfig
+from albef.errors import CheckpointError
 from albef.models.builders import create_model
 from albef.models.momentum import MOMENTUM_SUFFIX, copy_params
 from albef.models.vision import resize_pos_embed
@@ -98,14 +99,20 @@ def load_checkpoint(
 
     Raises:
         CheckpointMismatchError: Undocumented missing/unexpected keys or shape mismatches (listed).
-        ValueError: Unknown layout, or no conversion from the checkpoint's task to ``task``.
+        CheckpointError: Unknown layout, or no conversion from the checkpoint's task to ``task`` (naming the
+            file).
     """
     state_dict, name = _as_state_dict(source)
-    layout = detect_layout(state_dict)
-    fmt, source_task = split_layout(layout)
-    ours = official_to_ours(state_dict) if fmt == OFFICIAL else state_dict
-    fusion_layer = int(getattr(getattr(model, "text_encoder", None), "fusion_layer", 0))
-    remap = remap_state_dict(ours, source_task, check_task(task), fusion_layer)
+    try:
+        layout = detect_layout(state_dict)
+        fmt, source_task = split_layout(layout)
+        ours = official_to_ours(state_dict) if fmt == OFFICIAL else state_dict
+        fusion_layer = int(getattr(getattr(model, "text_encoder", None), "fusion_layer", 0))
+        remap = remap_state_dict(ours, source_task, check_task(task), fusion_layer)
+    except CheckpointError:
+        raise
+    except ValueError as err:  # an unknown layout, or a task it cannot be converted to
+        raise CheckpointError(f"{name}: {err}") from err
     resized = resize_pos_embeds(remap.state_dict, model)
     teachers = teacher_names(model)
     present = {top_module(k) for k in remap.state_dict}

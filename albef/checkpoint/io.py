@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from albef.errors import CheckpointError
+from albef.fileio import atomic_torch_save, atomic_write
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -35,8 +37,12 @@ StateDict = dict[str, Tensor]
 PathLike = str | os.PathLike[str]
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(CheckpointError):
     """A file that is not a state dict in a supported format (the message names the file)."""
+
+
+class CheckpointNotFoundError(CheckpointFormatError, FileNotFoundError):
+    """No file at the checkpoint path."""
 
 
 class UnsafeCheckpointError(CheckpointFormatError):
@@ -53,17 +59,65 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain containers, onto the CPU."""
+def torch_load_safe(path: PathLike) -> Any:
+    """``torch.load`` restricted to tensors and plain containers, onto the CPU; every failure names the file.
+
+    Raises:
+        UnsafeCheckpointError: The pickle needs code beyond tensors and containers (nothing was executed).
+        CheckpointFormatError: The file is missing, empty, truncated or not a torch file at all.
+    """
+    _check_torch_magic(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = _unpickler_reason(str(err))
         raise UnsafeCheckpointError(
             f"{path}: refusing to unpickle: the file needs code beyond tensors and plain containers "
             f"(torch.load(weights_only=True) said: {reason}). Nothing from it was executed. If you trust the "
             "file, re-save its state dict as plain tensors (or .safetensors) in a separate process."
         ) from None
+    except FileNotFoundError:
+        raise CheckpointFormatError(f"{path}: no such checkpoint file") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as err:
+        size = _size(path)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointFormatError(
+            f"{path}: not a readable checkpoint ({size}; truncated, corrupt or not a torch file: {reason})"
+        ) from None
+
+
+def _check_torch_magic(path: PathLike) -> None:
+    """A torch file is a zip archive (``PK``) or a legacy pickle stream (protocol opcode ``0x80``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise CheckpointFormatError(f"{path}: not a readable checkpoint (a directory)") from None
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointFormatError(
+            f"{path}: not a readable checkpoint ({_size(path)}; truncated, corrupt or not a torch file: it is "
+            "neither a zip archive nor a pickle)"
+        )
+
+
+def _unpickler_reason(text: str) -> str:
+    """The useful line of torch's weights-only refusal (``Unsupported global: GLOBAL posix.system``)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            detail = line.removeprefix("WeightsUnpickler error:").strip()
+            return detail or (lines[i + 1] if i + 1 < len(lines) else "refused")
+    return lines[0] if lines else "refused"
+
+
+def _size(path: PathLike) -> str:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return "size unknown"
+    return "empty" if size == 0 else f"{size:,} bytes"
 
 
 def unwrap_state_dict(obj: Any, source: str = "<object>") -> StateDict:
@@ -107,16 +161,23 @@ def read_state_dict(path: PathLike) -> StateDict:
         Keys -> CPU tensors, exactly as stored (no renaming besides a ``module.`` prefix).
 
     Raises:
-        FileNotFoundError: No such file.
+        CheckpointNotFoundError: No such file (also a ``FileNotFoundError``).
         CheckpointFormatError: Unsupported suffix or content; :class:`UnsafeCheckpointError` for a pickle
             that needs code.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     if _suffix(path) == SAFETENSORS_SUFFIX:
-        return unwrap_state_dict(_read_safetensors(path), str(path))
-    return unwrap_state_dict(_torch_load(path), str(path))
+        try:
+            state = _read_safetensors(path)
+        except Exception as err:  # safetensors raises its own error type (and OSError) for a broken file
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise CheckpointFormatError(
+                f"{path}: not a readable safetensors file ({_size(path)}; {reason})"
+            ) from None
+        return unwrap_state_dict(state, str(path))
+    return unwrap_state_dict(torch_load_safe(path), str(path))
 
 
 def _read_safetensors(path: Path) -> StateDict:
@@ -130,55 +191,6 @@ def _read_safetensors(path: Path) -> StateDict:
     if sorted(order) == sorted(state):
         state = {key: state[key] for key in order}
     return state
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
-    """Write a file atomically: ``write(tmp)`` into the same directory, fsync, then ``os.replace``.
-
-    A crash leaves either the old file or the new one, never a truncated file. The temporary file is
-    removed on error.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj)`` atomically (for training states as well as state dicts)."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-
-    return atomic_write(path, write)
 
 
 def untie(state_dict: Mapping[str, Tensor]) -> StateDict:

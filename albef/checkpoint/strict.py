@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from albef.errors import CheckpointError
+
 MAX_LISTED = 100
 """Keys listed per category in an error message (the exception's attributes keep all of them)."""
 
@@ -71,7 +73,7 @@ def _listing(title: str, lines: Sequence[str]) -> str:
     return f"  {title} ({len(lines)}):\n" + "\n".join(shown)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit a model: keys are missing, unexpected, mis-shaped or inconsistently tied.
 
     Attributes:

@@ -90,6 +90,7 @@ def training_report(
         best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None,
         final_checkpoint=str(result.checkpoint) if result.checkpoint else None,
         skipped_images=result.skipped_images,
+        skipped_files=result.skipped_files,
     )
     return report
 

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
+from albef.errors import (
+    EXIT_CODES,
+    EXIT_SIGINT,
+    AlbefError,
+    RunInterrupted,
+    StorageError,
+    is_out_of_space,
+    storage_error,
+)
+from albef.progress import progress_enabled
 from albef.version import __version__
 
 # Order here is the order in ``albef --help``.
@@ -31,8 +42,16 @@ COMMAND_MODULES = (
 )
 
 
-class AlbefError(Exception):
-    """An expected failure the CLI reports as one line (exit status 2), without a traceback."""
+DEBUG_ENV = "ALBEF_DEBUG"
+"""Set to 1 (or pass ``--debug``) to see the traceback of an expected failure instead of its one line."""
+
+
+def _exit_codes_epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    return (
+        "exit status:\n" + rows + "\n\nAn expected failure prints one line naming what and where; --debug "
+        f"(or {DEBUG_ENV}=1) shows its traceback."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
             "defaults to the embedded synthetic world, so it runs offline on a CPU."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_exit_codes_epilog(),
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help=f"show tracebacks of expected failures ({DEBUG_ENV}=1)"
     )
     parser.add_argument("--version", action="version", version=f"albef {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="<command>")
@@ -54,30 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return the exit status (0 success, 1 failure/regression, 2 usage or input error)."""
+    """Run the CLI and return the exit status (:data:`albef.errors.EXIT_CODES`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 0 if args.command is None else 2
-    from albef.config.io import ConfigError
-    from albef.registry import UnknownNameError
-
-    expected: tuple[type[BaseException], ...] = (AlbefError, ConfigError, UnknownNameError)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    show_bars = not getattr(args, "no_progress", False) and os.environ.get("RANK", "0") == "0"
     try:
-        extra = importlib.import_module("albef.data.errors")
-        expected = (*expected, extra.DataError)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        return int(handler(args) or 0)
-    except expected as err:
-        print(f"albef {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        with progress_enabled(show_bars):
+            return int(handler(args) or 0)
+    except AlbefError as err:
+        if debug:
+            raise
+        what = "" if isinstance(err, RunInterrupted) else "error: "
+        print(f"albef {args.command}: {what}{err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        if debug or not is_out_of_space(err):
+            raise
+        print(f"albef {args.command}: error: {storage_error(err.filename or '?', err)}", file=sys.stderr)
+        return StorageError.exit_code
     except KeyboardInterrupt:
         print(f"albef {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,9 @@ from albef.cli.classify_report import (
     training_report,
 )
 from albef.cli.config_cmd import add_config_arguments
+from albef.cli.outputs import add_output_arguments, refuse_overwrite
 from albef.cli.train import add_train_arguments, resolve_config
+from albef.errors import CheckpointError
 
 FINETUNE_NLVR = """\
 Finetune NLVR2 (spec §2.7) from a text-assignment checkpoint (albef pretrain-ta) or an NLVR2 checkpoint:
@@ -101,6 +103,7 @@ def _add_evaluate_parser(
     )
     parser.add_argument("--split", choices=("dev", "test"), default="dev", help="default: dev")
     parser.add_argument("--output-dir", help="where the report goes (default: runtime.output_dir)")
+    add_output_arguments(parser)
     parser.set_defaults(handler=_evaluate, task_name=task)
     return parser
 
@@ -132,16 +135,14 @@ def register_evaluate(subparsers: Any) -> None:
 
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
-    from albef.cli.main import AlbefError
-    from albef.engine.distributed import cleanup
-    from albef.engine.run import train
+    from albef.engine.run import end_run, train
     from albef.reporting.environment import utc_now_iso
 
     cfg = checked_config(resolve_config(args), args.task_name, args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
+        raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     initial = args.checkpoint
     if args.parity_teacher and args.checkpoint:
         initial = str(parity_initial_weights(cfg, args.checkpoint))
@@ -163,12 +164,11 @@ def _finetune(args: argparse.Namespace) -> int:
             if not args.no_test and cfg.data.test_file:
                 evaluate_and_report(cfg, model, ctx.precision, "test", weights)
     finally:
-        cleanup()
+        end_run()
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from albef.cli.main import AlbefError
     from albef.config import load_config
     from albef.engine.determinism import configure_determinism
     from albef.engine.distributed import World
@@ -180,7 +180,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"runtime.output_dir={args.output_dir}")
     cfg = checked_config(load_config(args.config, overrides), args.task_name, args.config)
     if not Path(args.checkpoint).is_file():
-        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
+    out = Path(cfg.runtime.output_dir)
+    outputs = [out / f"{cfg.task}_{args.split}_report.json"]
+    if cfg.task == "nlvr":
+        outputs.append(getattr(args, "predictions", None) or out / f"nlvr_predictions_{args.split}.csv")
+    refuse_overwrite(outputs, args.overwrite)
     prepare_data(cfg, World())
     precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
     configure_determinism(cfg.runtime.deterministic, precision.device)
@@ -193,7 +198,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     import json
 
-    from albef.cli.main import AlbefError
+    from albef.errors import DataError
     from albef.evaluation.nlvr_eval import (
         MissingPredictionsError,
         read_labels,
@@ -203,11 +208,15 @@ def _score(args: argparse.Namespace) -> int:
 
     labels = read_labels(args.labels)  # a malformed file is a DataError naming the line
     try:
-        score = score_predictions(read_predictions(args.predictions), labels)
+        predictions = read_predictions(args.predictions)
+    except ValueError as err:  # unreadable or malformed (the message names the file and line)
+        raise DataError(str(err)) from err
+    try:
+        score = score_predictions(predictions, labels)
     except MissingPredictionsError as err:
-        raise AlbefError(f"{args.predictions} does not cover {args.labels}: {err}") from err
-    except ValueError as err:  # an unreadable predictions file (named in the message)
-        raise AlbefError(str(err)) from err
+        raise DataError(f"{args.predictions} does not cover {args.labels}: {err}") from err
+    except DataError as err:
+        raise DataError(f"{args.labels}: {err}") from err
     print(f"accuracy={score.accuracy}")
     print(f"consistency={score.consistency}")
     if args.out:
@@ -234,8 +243,8 @@ def parity_initial_weights(cfg: Any, checkpoint: str) -> Path:
     the teachers hold the same pre-load weights the run would have had.
     """
     from albef.checkpoint import load_checkpoint
-    from albef.engine.checkpointing import atomic_torch_save
     from albef.engine.run import seed_everything
+    from albef.fileio import atomic_torch_save
     from albef.models.builders import create_model
 
     seed_everything(cfg.runtime.seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from albef.cli.train import add_train_arguments, resolve_config
+from albef.errors import CheckpointError
 
 DESCRIPTION = """\
 Text-assignment (TA) pretraining, the step between pretraining and NLVR2 finetuning (spec §2.7): each caption
@@ -38,17 +39,15 @@ def register(subparsers: Any) -> None:
 
 def _pretrain_ta(args: argparse.Namespace) -> int:
     from albef.cli.classify_report import print_training, save_report, training_report
-    from albef.cli.main import AlbefError
     from albef.cli.nlvr import checked_config
-    from albef.engine.distributed import cleanup
-    from albef.engine.run import train
+    from albef.engine.run import end_run, train
     from albef.reporting.environment import utc_now_iso
 
     cfg = checked_config(resolve_config(args), "nlvr_pretrain", args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
+        raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     start, tic = utc_now_iso(), time.perf_counter()
     try:
         result, _, ctx = train(
@@ -63,5 +62,5 @@ def _pretrain_ta(args: argparse.Namespace) -> int:
             print(f"checkpoint: {result.checkpoint}")
             print(f"report: {path}")
     finally:
-        cleanup()
+        end_run()
     return 0

@@ -340,6 +340,17 @@ def summarise(
     return markdown
 
 
+def _clear_previous_run(out: Path, stages: list[Stage]) -> None:
+    """Remove the stage folders of an earlier quickstart in ``out``: each stage is a run that refuses a folder
+    holding another run, and the quickstart owns these folders (its report is rewritten as well)."""
+    previous = [out / stage.name for stage in stages if (out / stage.name).exists()]
+    if not previous:
+        return
+    _say(f"replacing the previous quickstart run in {out} ({', '.join(p.name for p in previous)})")
+    for folder in previous:
+        shutil.rmtree(folder)
+
+
 def _run(args: argparse.Namespace) -> int:
     from albef.cli.data import ProgressBars, print_world_summary
     from albef.cli.main import AlbefError
@@ -365,6 +376,7 @@ def _run(args: argparse.Namespace) -> int:
     jobs = args.jobs or max(1, min(2, cpus))
     threads = max(1, cpus)
     stages = build_stages(args.output_dir, world, args.size, args.seed, args.minutes, threads, args.precision)
+    _clear_previous_run(args.output_dir, stages)
     first = stages[0]
     layout = f"{first.ranks} DDP ranks x 1 thread" if first.ranks > 1 else f"{first.threads} threads"
     _say(

@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from albef.errors import DataError
+
 if TYPE_CHECKING:
     from albef.reporting.schema import RunReport
 
@@ -148,13 +150,12 @@ def _guarded(action: str, handler: Handler, args: argparse.Namespace) -> int:
 
 def load_reports(paths: Sequence[Path]) -> list[RunReport]:
     """Read run reports; any unusable file raises :class:`~albef.cli.main.AlbefError`."""
-    from albef.cli.main import AlbefError
     from albef.reporting.schema import ReportError, RunReport
 
     try:
         return [RunReport.load(path) for path in paths]
     except ReportError as err:
-        raise AlbefError(str(err)) from err
+        raise DataError(str(err)) from err
 
 
 def default_out_dir(path: Path) -> Path:
@@ -196,7 +197,6 @@ def _paper(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from albef.cli.main import AlbefError
     from albef.reporting.compare import compare_reports, comparison_text
     from albef.reporting.schema import ReportError
 
@@ -211,7 +211,7 @@ def _compare(args: argparse.Namespace) -> int:
             use_intervals=not args.no_intervals,
         )
     except ReportError as err:
-        raise AlbefError(f"{args.baseline} vs {args.current}: {err}") from err
+        raise DataError(f"{args.baseline} vs {args.current}: {err}") from err
     print(f"baseline: {args.baseline}\ncurrent:  {args.current}\n")
     print(comparison_text(result), end="")
     return 1 if result.failed else 0

@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from albef.cli.outputs import add_output_arguments, refuse_overwrite
+from albef.errors import CheckpointError
+
 FINETUNE_DESCRIPTION = """\
 Finetune on image-text retrieval (official Retrieval.py): ITC with every caption of an image as a positive
 over the batch and the queue (idx queue), momentum distillation, and ITM with hard negatives that exclude
@@ -81,16 +84,17 @@ def register_evaluate(subparsers: Any) -> None:
     parser.add_argument("--cache-dir", help="cache the encoded features here, keyed by checkpoint and data")
     parser.add_argument("--out", help="report directory (default: <runtime.output_dir>/eval)")
     parser.add_argument("--save-scores", action="store_true", help="also save the two score matrices (.pt)")
+    add_output_arguments(parser)
     parser.set_defaults(handler=_evaluate)
 
 
 # -- finetune ---------------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError
+    from albef.cli.classify_report import save_report, training_report
     from albef.cli.main import AlbefError
     from albef.cli.train import read_metrics, resolve_config, summarise
-    from albef.engine.distributed import cleanup
-    from albef.engine.run import train, write_summary
+    from albef.engine.run import end_run, train, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "retrieval":
@@ -108,6 +112,9 @@ def _finetune(args: argparse.Namespace) -> int:
             test = _test_best(cfg, model, result.best_checkpoint)
         if ctx.world.is_main:
             out = Path(cfg.runtime.output_dir)
+            wall = time.perf_counter() - started
+            training = training_report(cfg, result, ctx.precision, args.checkpoint, start_time, wall)
+            save_report(training, out / "reports" / "train", "retrieval_train_report.json")
             steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # not the val/ records
             summary = summarise(steps)
             summary.update(validation=result.validation, best_epoch=result.state.best_epoch)
@@ -124,35 +131,34 @@ def _finetune(args: argparse.Namespace) -> int:
                 _print_metrics(test.values(), "test (best val r_mean)")
             write_summary(out / "summary.json", summary)
     except (CheckpointMismatchError, CheckpointFormatError, FileNotFoundError) as err:
-        raise AlbefError(str(err)) from err
+        raise CheckpointError(str(err)) from err
     finally:
-        cleanup()
+        end_run()
     return 0
 
 
 def _test_best(cfg: Any, model: Any, best: Path | None) -> Any:
     """The test-split evaluation of the best validation epoch (the final weights when none was kept)."""
-    from albef.engine.checkpointing import load_training_checkpoint
+    from albef.checkpoint.io import torch_load_safe
     from albef.tasks.retrieval import evaluate_split
 
     if best is not None:
-        model.load_state_dict(load_training_checkpoint(best)["model"])
+        model.load_state_dict(torch_load_safe(best)["model"])
     return evaluate_split(cfg, model, cfg.data.test_file)
 
 
 # -- evaluate ---------------------------------------------------------------------------------------------------
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError
-    from albef.cli.main import AlbefError
-    from albef.engine.distributed import cleanup
+    from albef.engine.run import end_run
 
     _check_file(args.checkpoint, "--checkpoint")
     try:
         return _run_evaluation(args)
     except (CheckpointMismatchError, CheckpointFormatError, FileNotFoundError) as err:
-        raise AlbefError(str(err)) from err
+        raise CheckpointError(str(err)) from err
     finally:
-        cleanup()
+        end_run()
 
 
 def _run_evaluation(args: argparse.Namespace) -> int:
@@ -165,6 +171,9 @@ def _run_evaluation(args: argparse.Namespace) -> int:
 
     started, start_time = time.perf_counter(), _now()
     cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path(cfg.runtime.output_dir) / "eval"
+    stem = f"retrieval-{dataset_name(cfg)}-{args.split}"
+    refuse_overwrite([out / f"{stem}.json", out / f"{stem}.md"], args.overwrite)
     world, precision = _setup(cfg)
     prepare_data(cfg, world)
     split_file = args.annotations or _split_file(cfg, args.split)
@@ -189,8 +198,6 @@ def _run_evaluation(args: argparse.Namespace) -> int:
     result = evaluator.run(model)
     if world.is_main:
         fields = _report_fields(cfg, args.split, args.checkpoint, precision, start_time, started)
-        out = Path(args.out) if args.out else Path(cfg.runtime.output_dir) / "eval"
-        stem = f"retrieval-{fields['dataset']}-{args.split}"
         paths = _write(result.to_report(**fields), out, stem)
         if args.save_scores:
             import torch
@@ -204,10 +211,9 @@ def _run_evaluation(args: argparse.Namespace) -> int:
 
 def _check_file(path: str | None, flag: str) -> None:
     """An ``AlbefError`` naming ``flag`` when ``path`` is given but is not a file."""
-    from albef.cli.main import AlbefError
 
     if path is not None and not Path(path).is_file():
-        raise AlbefError(f"{flag} {path}: no such checkpoint file")
+        raise CheckpointError(f"{flag} {path}: no such checkpoint file")
 
 
 def _split_file(cfg: Any, split: str) -> str:
@@ -315,10 +321,14 @@ def _report_fields(
 
 
 def _write(report: Any, out: Path, stem: str) -> tuple[Path, Path]:
-    """``<out>/<stem>.json`` and ``<out>/<stem>.md``."""
+    """``<out>/<stem>.json`` and ``<out>/<stem>.md``, plus the rendered tables and plots (``report.md``,
+    ``metrics.csv``, ``stages.csv``, recall@k, throughput and latency)."""
+    from albef.reporting.render import render
+
     json_path = report.save(out / f"{stem}.json")
     md_path = out / f"{stem}.md"
     md_path.write_text(report_markdown(report), encoding="utf-8")
+    render(report, out)
     return json_path, md_path
 
 

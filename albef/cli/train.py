@@ -68,14 +68,11 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.distributed import cleanup
-    from albef.engine.run import train, write_summary
+    from albef.engine.run import end_run, train, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "pretrain":
         raise AlbefError(f"config {args.config!r} is for task '{cfg.task}', not pretrain")
-    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
     try:
         result, model, ctx = train(
             cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
@@ -88,10 +85,11 @@ def _pretrain(args: argparse.Namespace) -> int:
                     cfg, model, ctx.precision
                 )
             summary["checkpoint"] = str(result.checkpoint) if result.checkpoint else None
+            summary["skipped_images"] = result.skipped_files
             write_summary(Path(cfg.runtime.output_dir) / "summary.json", summary)
             print_summary(summary)
     finally:
-        cleanup()
+        end_run()
     return 0
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from albef.cli.config_cmd import add_config_arguments
+from albef.cli.outputs import add_output_arguments, refuse_overwrite
 from albef.cli.train import add_train_arguments, resolve_config
+from albef.errors import CheckpointError, DataError
 
 FINETUNE_DESCRIPTION = """\
 Finetune VQA (spec §2.6) from a pretraining checkpoint (the answer decoder starts from its fusion layers) or
@@ -125,6 +127,7 @@ def register_evaluate(subparsers: Any) -> None:
     )
     _add_ranking_arguments(parser)
     _add_rounding_argument(parser)
+    add_output_arguments(parser)
     parser.set_defaults(handler=_evaluate)
 
     score = subparsers.add_parser(
@@ -156,8 +159,7 @@ def _options(args: argparse.Namespace, split: str = "test") -> EvalOptions:
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.distributed import cleanup
-    from albef.engine.run import train
+    from albef.engine.run import end_run, train
 
     if args.inactive_distill:
         args.overrides = [*args.overrides, "model.alpha=0.0"]
@@ -165,9 +167,9 @@ def _finetune(args: argparse.Namespace) -> int:
     if cfg.task != "vqa":
         raise AlbefError(f"config {args.config!r} is for task '{cfg.task}', not vqa")
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise AlbefError(f"--resume {args.resume}: no such checkpoint file")
+        raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     try:
         result, model, ctx = train(
             cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
@@ -182,7 +184,7 @@ def _finetune(args: argparse.Namespace) -> int:
             extra = {"training": summary}
             evaluate_and_report(cfg, model, ctx.precision, ctx.world, _options(args), weights, extra)
     finally:
-        cleanup()
+        end_run()
     return 0
 
 
@@ -195,9 +197,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     cfg = resolve_config_for_eval(args)
     if not Path(args.checkpoint).is_file():
-        raise AlbefError(f"--checkpoint {args.checkpoint}: no such file")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     if args.questions and not args.annotations:
         raise AlbefError("--questions only checks --annotations; give both")
+    out = Path(cfg.runtime.output_dir)
+    refuse_overwrite(
+        [out / f"vqa_result_{args.split}.json", out / f"vqa_{args.split}_report.json"], args.overwrite
+    )
     prepare_data(cfg, World())
     seed_everything(cfg.runtime.seed)
     model = load_vqa_model(cfg, args.checkpoint)
@@ -209,7 +215,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from albef.cli.main import AlbefError
     from albef.evaluation.vqa import read_result_file, read_vqa_annotations
     from albef.evaluation.vqa_eval import QuestionIdMismatchError, vqa_accuracy
 
@@ -218,7 +223,7 @@ def _score(args: argparse.Namespace) -> int:
     try:
         accuracy = vqa_accuracy(answers, truths, args.rounding)
     except QuestionIdMismatchError as err:
-        raise AlbefError(f"{args.results} does not match {args.annotations}: {err}") from None
+        raise DataError(f"{args.results} does not match {args.annotations}: {err}") from None
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         record = {**accuracy.official_dict(), "rounding": accuracy.rounding}
@@ -250,14 +255,13 @@ def load_vqa_model(cfg: Any, checkpoint: str) -> Any:
     import dataclasses
 
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError, load_checkpoint
-    from albef.cli.main import AlbefError
     from albef.models.builders import create_model
 
     model = create_model("vqa", dataclasses.replace(cfg.model, distill=False))
     try:
         load_checkpoint(model, "vqa", checkpoint)
     except (CheckpointFormatError, CheckpointMismatchError) as err:  # e.g. a config of another model size
-        raise AlbefError(f"--checkpoint {checkpoint}: {err}") from err
+        raise CheckpointError(f"--checkpoint {checkpoint}: {err}") from err
     return model.eval()
 
 
@@ -293,7 +297,7 @@ def evaluate_and_report(
     try:
         result = evaluator.run(model)
     except (QuestionIdMismatchError, ConflictingAnswersError) as err:
-        raise AlbefError(f"refusing to write an incomplete or inconsistent result file: {err}") from err
+        raise DataError(f"refusing to write an incomplete or inconsistent result file: {err}") from err
     if not world.is_main:
         return
     out = Path(cfg.runtime.output_dir)

@@ -17,15 +17,12 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import yaml
 
 from albef.config.schema import ExperimentConfig
+from albef.errors import ConfigError
 
 T = TypeVar("T")
 
 BASE_KEY = "base"
 """A YAML file may name a preset (or another file) to start from instead of the defaults."""
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the key and where it came from."""
 
 
 def _type_name(tp: Any) -> str:
@@ -250,7 +247,80 @@ def load_config(name_or_path: str | Path | None = None, overrides: Iterable[str]
     if overrides:
         source = f"{source} + --set {' '.join(overrides)}"
         data = apply_overrides(data, overrides)
-    return from_dict(ExperimentConfig, data, source)
+    cfg = from_dict(ExperimentConfig, data, source)
+    check_ranges(cfg, source)
+    return cfg
+
+
+def check_ranges(cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Reject values of the right type but outside their range, naming the key, the value and ``source``.
+
+    Raises:
+        ConfigError: The first value out of range.
+    """
+    text, vision = cfg.model.text, cfg.model.vision
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("optim.epochs", cfg.optim.epochs, cfg.optim.epochs >= 1, "at least 1"),
+        (
+            "optim.max_steps",
+            cfg.optim.max_steps,
+            cfg.optim.max_steps is None or cfg.optim.max_steps >= 1,
+            "at least 1 (or null: every epoch)",
+        ),
+        ("optim.accum_steps", cfg.optim.accum_steps, cfg.optim.accum_steps >= 1, "at least 1"),
+        ("data.batch_size_train", cfg.data.batch_size_train, cfg.data.batch_size_train >= 1, "at least 1"),
+        ("data.batch_size_test", cfg.data.batch_size_test, cfg.data.batch_size_test >= 1, "at least 1"),
+        ("data.num_workers", cfg.data.num_workers, cfg.data.num_workers >= 0, "0 or more"),
+        ("eval.k_test", cfg.eval.k_test, cfg.eval.k_test >= 1, "at least 1"),
+        ("eval.text_batch_size", cfg.eval.text_batch_size, cfg.eval.text_batch_size >= 1, "at least 1"),
+        (
+            "runtime.checkpoint_every",
+            cfg.runtime.checkpoint_every,
+            cfg.runtime.checkpoint_every >= 0,
+            "0 (epoch ends only) or more",
+        ),
+        ("runtime.keep_last", cfg.runtime.keep_last, cfg.runtime.keep_last >= 0, "0 (keep all) or more"),
+        ("model.queue_size", cfg.model.queue_size, cfg.model.queue_size >= 1, "at least 1"),
+        ("model.momentum", cfg.model.momentum, 0.0 <= cfg.model.momentum <= 1.0, "between 0 and 1"),
+        ("model.alpha", cfg.model.alpha, 0.0 <= cfg.model.alpha <= 1.0, "between 0 and 1"),
+        (
+            "model.mlm_probability",
+            cfg.model.mlm_probability,
+            0.0 <= cfg.model.mlm_probability <= 1.0,
+            "between 0 and 1",
+        ),
+        ("model.temp", cfg.model.temp, cfg.model.temp > 0, "positive"),
+        (
+            "model.text.fusion_layer",
+            text.fusion_layer,
+            0 <= text.fusion_layer <= text.num_layers,
+            f"between 0 and model.text.num_layers ({text.num_layers})",
+        ),
+        (
+            "model.text.hidden_size",
+            text.hidden_size,
+            text.num_heads >= 1 and text.hidden_size % text.num_heads == 0,
+            f"a multiple of model.text.num_heads ({text.num_heads})",
+        ),
+        ("model.vision.patch_size", vision.patch_size, vision.patch_size >= 1, "at least 1"),
+        (
+            "model.vision.image_res",
+            vision.image_res,
+            vision.patch_size >= 1
+            and vision.image_res >= vision.patch_size
+            and vision.image_res % vision.patch_size == 0,
+            f"a multiple of model.vision.patch_size ({vision.patch_size})",
+        ),
+        (
+            "model.vision.width",
+            vision.width,
+            vision.num_heads >= 1 and vision.width % vision.num_heads == 0,
+            f"a multiple of model.vision.num_heads ({vision.num_heads})",
+        ),
+    ]
+    for key, value, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:

@@ -21,6 +21,7 @@ from albef.data.datasets import (
     IndexedImage,
     LabelledSample,
     PairSample,
+    Refilled,
     RetrievalSample,
     VQASample,
 )
@@ -55,13 +56,22 @@ class Batch:
 
 
 def split_skipped(samples: Sequence[Any]) -> tuple[list[Any], list[SkippedImage]]:
-    """Separate real samples from the :class:`SkippedImage` records that stand in for skipped ones.
+    """Separate real samples from the :class:`SkippedImage` records that stand in for skipped ones (a
+    :class:`~albef.data.datasets.Refilled` sample counts as its sample, its skips as skips).
 
     Raises:
         RuntimeError: If every sample of the batch was skipped (nothing left to train or evaluate on).
     """
-    kept = [s for s in samples if not isinstance(s, SkippedImage)]
-    skipped = [s for s in samples if isinstance(s, SkippedImage)]
+    kept: list[Any] = []
+    skipped: list[SkippedImage] = []
+    for sample in samples:
+        if isinstance(sample, SkippedImage):
+            skipped.append(sample)
+        elif isinstance(sample, Refilled):
+            kept.append(sample.sample)
+            skipped.extend(sample.skipped)
+        else:
+            kept.append(sample)
     if not kept and skipped:
         raise RuntimeError(
             f"all {len(skipped)} samples of a batch had unreadable images; the first: {skipped[0]}"

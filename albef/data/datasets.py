@@ -5,9 +5,12 @@ Every random choice of a sample (the caption drawn from a list, the augmentation
 the same samples whatever the number of workers, and a run resumed mid-epoch sees exactly the samples an
 uninterrupted run would have seen.
 
-With ``bad_images="skip"`` an unreadable image does not stop the run: the sample becomes the
-:class:`~albef.data.images.SkippedImage` describing it, which the collate functions drop and carry along
-so the main process can count and report it (see ``albef.data.collate``).
+With ``bad_images="skip"`` an unreadable image does not stop the run. An evaluation dataset hands on the
+:class:`~albef.data.images.SkippedImage` describing it in place of the sample, which the collate functions
+drop and carry along so that the main process can count and report it (see ``albef.data.collate``). A
+training dataset (``refill``, set by ``build_loader(train=True)``) instead returns the next record that
+loads, wrapped with the skips in a :class:`Refilled`: its batches keep their full size, which the ITC queues
+(whose size must be a multiple of the global batch) and the collectives of distributed training need.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ from albef.data.text import pre_caption, pre_question
 
 Transform = Callable[[Image.Image], Tensor]
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Refilled:
+    """A training sample that stands in for records whose images could not be read (``skipped``)."""
+
+    sample: Any
+    skipped: tuple[SkippedImage, ...]
 
 
 class _Skip(Exception):
@@ -87,6 +98,8 @@ class RecordDataset(Dataset[Any], Generic[R]):
         self.seed = seed
         self.epoch = 0
         self.policy = BadImagePolicy(bad_images)
+        self.refill = False
+        """Replace a skipped sample by the next one that loads (training), instead of handing on the skip."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -96,15 +109,29 @@ class RecordDataset(Dataset[Any], Generic[R]):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> Any:
-        rng_seed = sample_seed(self.seed, self.epoch, index)
         try:
-            with torch.random.fork_rng(devices=[]):
-                # The CPU generator only: torch.manual_seed would also queue a CUDA seeding call (with a
-                # captured stack) per sample on a CUDA build, a third of the loading time.
-                torch.random.default_generator.manual_seed(rng_seed)
-                return self.build(self.records[index], index, random.Random(rng_seed))
+            return self._sample(index)
         except _Skip as skip:
-            return skip.skipped
+            if not self.refill:
+                return skip.skipped
+            skipped = [skip.skipped]
+        # Training: the records after it, in order, until one loads (each with its own randomness).
+        for offset in range(1, len(self.records)):
+            try:
+                return Refilled(self._sample((index + offset) % len(self.records)), tuple(skipped))
+            except _Skip as skip:
+                skipped.append(skip.skipped)
+        raise DataError(
+            self.source, f"no image of its {len(self.records)} records could be read; the first: {skipped[0]}"
+        )
+
+    def _sample(self, index: int) -> Any:
+        rng_seed = sample_seed(self.seed, self.epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            # The CPU generator only: torch.manual_seed would also queue a CUDA seeding call (with a
+            # captured stack) per sample on a CUDA build, a third of the loading time.
+            torch.random.default_generator.manual_seed(rng_seed)
+            return self.build(self.records[index], index, random.Random(rng_seed))
 
     def image(self, root: str | Path, image: str, index: int) -> Tensor:
         """Load and transform one image of record ``index`` (raises or skips per the bad-image policy)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
+from albef import errors
 
-class DataError(ValueError):
+
+class DataError(errors.DataError):
     """A data file is missing, unparsable or has a record that does not follow its format.
 
     Attributes:

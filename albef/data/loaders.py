@@ -8,12 +8,15 @@ randomness depends on it).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sized
 from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+
+from albef.data.datasets import RecordDataset
 
 
 class ResumableSampler(DistributedSampler[int]):
@@ -70,6 +73,21 @@ def set_epoch(loader: DataLoader[Any], epoch: int, start_batch: int = 0) -> None
         loader.dataset.set_epoch(epoch)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary with a
+    checkpoint (a terminal's Ctrl-C and a scheduler's SIGTERM reach every process of the group); the workers
+    end with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _parts(dataset: Dataset[Any]) -> list[Dataset[Any]]:
+    """The datasets a (possibly concatenated) dataset is made of."""
+    if isinstance(dataset, ConcatDataset):
+        return [part for child in dataset.datasets for part in _parts(child)]
+    return [dataset]
+
+
 def build_loader(
     dataset: Dataset[Any],
     batch_size: int,
@@ -98,6 +116,10 @@ def build_loader(
         world_size: Number of processes; evaluation shards pad with repeated samples when uneven.
     """
     sized = cast(Sized, dataset)
+    if train:
+        for part in _parts(dataset):
+            if isinstance(part, RecordDataset):
+                part.refill = True  # a skipped image is replaced, so batches keep their size
     sampler = ResumableSampler(
         sized, rank=rank, world_size=world_size, shuffle=train, seed=seed, drop_last=train
     )
@@ -110,6 +132,7 @@ def build_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         persistent_workers=persistent_workers and num_workers > 0,
         drop_last=train,
+        worker_init_fn=_ignore_stop_signals if num_workers > 0 else None,
         # Its own generator: creating an iterator (each epoch, and again on resume) must not draw from the
         # global torch RNG, whose state a checkpoint restores for the model's own randomness.
         generator=torch.Generator().manual_seed(seed),

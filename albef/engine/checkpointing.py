@@ -12,11 +12,15 @@ import os
 import random
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
+
+from albef.checkpoint.io import torch_load_safe
+from albef.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -25,27 +29,6 @@ _NAME = re.compile(r"^step-(\d+)\.pt$")
 def checkpoint_name(global_step: int) -> str:
     """File name of the checkpoint taken after ``global_step`` optimizer steps."""
     return f"step-{global_step:08d}.pt"
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary sibling, fsync, then rename over ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def rng_state() -> dict[str, Any]:
@@ -100,27 +83,69 @@ def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def prune_checkpoints(directory: str | os.PathLike[str], keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints (``keep_last <= 0`` keeps everything)."""
+def prune_checkpoints(directory: str | os.PathLike[str], keep_last: int, newest_step: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints up to step ``newest_step`` (the one just written).
+
+    Files of later steps are never touched (``keep_last <= 0`` keeps everything).
+    """
     if keep_last <= 0:
         return
-    for path in list_checkpoints(directory)[:-keep_last]:
+    ours = [p for p in list_checkpoints(directory) if checkpoint_step(p) <= newest_step]
+    for path in ours[:-keep_last]:
         path.unlink(missing_ok=True)
 
 
-def resolve_resume(resume: str | None, output_dir: str | os.PathLike[str]) -> Path | None:
-    """``None``/``""`` -> start fresh; ``auto`` -> the newest checkpoint of the run if any; else a path."""
-    if not resume:
-        return None
-    if resume == "auto":
-        found = list_checkpoints(Path(output_dir) / CHECKPOINT_DIR)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
-    return path
+def checkpoint_step(path: str | os.PathLike[str]) -> int:
+    """The optimizer step in a checkpoint's file name (``step-00000012.pt`` -> 12)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint file name (step-NNNNNNNN.pt)")
+    return int(match.group(1))
+
+
+TRAINING_KEYS = ("model", "optimizer", "state", "rng")
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint written by this package (only tensors, numbers, strings, lists, dicts)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a training checkpoint written by this package (only tensors, numbers, strings, lists, dicts).
+
+    Raises:
+        CheckpointError: The file is unreadable, unsafe, or not a training checkpoint (the message names it).
+    """
+    payload = torch_load_safe(path)
+    if not isinstance(payload, dict) or any(key not in payload for key in TRAINING_KEYS):
+        raise CheckpointError(
+            f"{path}: not a training checkpoint of albef (it has no {'/'.join(TRAINING_KEYS)}); to start from "
+            "its weights use --checkpoint instead of --resume"
+        )
+    return payload
+
+
+def newest_readable_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``directory`` that reads, and its payload; a corrupt newer one is skipped with
+    a warning on stderr.
+
+    Raises:
+        CheckpointError: There are checkpoints, but none of them reads.
+    """
+    found = list_checkpoints(directory)
+    for path in reversed(found):
+        try:
+            return path, load_training_checkpoint(path)
+        except CheckpointError as err:
+            print(f"albef: warning: skipping an unreadable checkpoint: {err}", file=sys.stderr)
+    if found:
+        raise CheckpointError(f"{directory}: none of its {len(found)} checkpoints could be read (see above)")
+    return None
+
+
+def resolve_resume(
+    resume: str | None, output_dir: str | os.PathLike[str]
+) -> tuple[Path, dict[str, Any]] | None:
+    """``None``/``""`` -> start fresh; ``auto`` -> the newest readable checkpoint of the run, if any; else the
+    file ``resume`` names. Returns the path and its payload."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return newest_readable_checkpoint(Path(output_dir) / CHECKPOINT_DIR)
+    return Path(resume), load_training_checkpoint(resume)

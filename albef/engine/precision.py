@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from albef.errors import ConfigError, DeviceError
+
 AUTOCAST_DTYPES = {
     "amp_bf16": torch.bfloat16,
     "bf16": torch.bfloat16,
@@ -32,7 +34,10 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise DeviceError(
+            f"runtime.device={name!r}, but this machine has no usable CUDA device "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use runtime.device=cpu or auto"
+        )
     return device
 
 
@@ -68,10 +73,13 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "fp32":
         return Precision(name, device, None)
     if name not in AUTOCAST_DTYPES:
-        raise ValueError(f"unknown precision {name!r}; valid: fp32, {', '.join(AUTOCAST_DTYPES)}")
+        raise ConfigError(f"unknown runtime.precision {name!r}; valid: fp32, {', '.join(AUTOCAST_DTYPES)}")
     dtype = AUTOCAST_DTYPES[name]
     if dtype is torch.float16 and device.type == "cpu":
-        raise ValueError("fp16 autocast needs a CUDA device; use amp_bf16 on CPU")
+        raise DeviceError(
+            f"runtime.precision={name} (fp16 autocast) needs a CUDA device, and this run is on the CPU; use "
+            "amp_bf16 or fp32"
+        )
     return Precision(name, device, dtype)
 
 

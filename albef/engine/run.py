@@ -6,7 +6,6 @@ in one process and under ``torchrun`` (each rank builds its shard of the data; r
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,25 +15,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from albef.config.io import ConfigError, save_config
+from albef.config.io import ConfigError, save_config, to_dict
 from albef.config.schema import ExperimentConfig
 from albef.data.loaders import build_loader
+from albef.engine import checkpointing as ckpt
 from albef.engine.determinism import Determinism, configure_determinism
-from albef.engine.distributed import World, barrier, init_distributed
+from albef.engine.distributed import World, barrier, cleanup, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
+from albef.engine.run_folder import RUN_FILE, RunClaim, claim_run_folder
 from albef.engine.trainer import Trainer, TrainResult
+from albef.errors import CheckpointError
+from albef.fileio import atomic_write_json
 from albef.tasks import get_task
 from albef.tasks.data import build_tokenizer, ensure_data
 
 
 @dataclass
 class RunContext:
-    """Resolved runtime of a run."""
+    """Resolved runtime of a run (``claim``: the run folder's lock and identity, on rank 0)."""
 
     world: World
     precision: Precision
     output_dir: Path
     determinism: Determinism
+    claim: RunClaim | None = None
+
+
+_CLAIMS: list[RunClaim] = []
+"""Run folders this process holds, released by :func:`end_run`."""
 
 
 def seed_everything(seed: int) -> None:
@@ -44,18 +52,50 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def setup_run(cfg: ExperimentConfig) -> RunContext:
-    """Resolve device/precision, start the process group if launched by torchrun, create the output dir."""
+def setup_run(cfg: ExperimentConfig, resume: str | None = None) -> RunContext:
+    """Resolve device/precision, start the process group if launched by torchrun, and claim the output folder
+    (rank 0: lock it and check that this run may write there, see :mod:`albef.engine.run_folder`)."""
     device = resolve_device(cfg.runtime.device)
     world = init_distributed(device.type)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
+    precision = resolve_precision(cfg.runtime.precision, device)
     determinism = configure_determinism(cfg.runtime.deterministic, device)
     output_dir = Path(cfg.runtime.output_dir)
+    if resume not in (None, "", "auto") and not Path(resume).is_file():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint file")
+    claim = None
     if world.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        config = to_dict(cfg)
+        claim = claim_run_folder(
+            output_dir,
+            config,
+            resume,
+            checkpoint_config=_newest_checkpoint_config(output_dir) if resume else None,
+            revision=ckpt.git_revision(),
+        )
+        _CLAIMS.append(claim)
         save_config(cfg, output_dir / "config.yaml")
-    return RunContext(world, resolve_precision(cfg.runtime.precision, device), output_dir, determinism)
+    return RunContext(world, precision, output_dir, determinism, claim)
+
+
+def _newest_checkpoint_config(output_dir: Path) -> dict[str, Any] | None:
+    """The config stored in the newest readable checkpoint of a folder without ``run.json`` (older runs)."""
+    if (output_dir / RUN_FILE).exists():
+        return None
+    for path in reversed(ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR)):
+        try:
+            return dict(ckpt.load_training_checkpoint(path).get("config") or {}) or None
+        except CheckpointError:
+            continue
+    return None
+
+
+def end_run() -> None:
+    """Release the run folders this process holds and leave the process group (every command's last step)."""
+    while _CLAIMS:
+        _CLAIMS.pop().lock.release()
+    cleanup()
 
 
 def prepare_data(cfg: ExperimentConfig, world: World) -> None:
@@ -83,7 +123,19 @@ def train(
     show_progress: bool = True,
 ) -> tuple[TrainResult, nn.Module, RunContext]:
     """Train ``cfg.task`` as configured; returns the result, the trained model and the run context."""
-    ctx = setup_run(cfg)
+    ctx = setup_run(cfg, resume)
+    try:
+        return _train(cfg, ctx, resume=resume, checkpoint=checkpoint, show_progress=show_progress)
+    except BaseException:
+        if ctx.claim is not None:  # the caller gets no context to release
+            _CLAIMS.remove(ctx.claim)
+            ctx.claim.lock.release()
+        raise
+
+
+def _train(
+    cfg: ExperimentConfig, ctx: RunContext, *, resume: str | None, checkpoint: str | None, show_progress: bool
+) -> tuple[TrainResult, nn.Module, RunContext]:
     prepare_data(cfg, ctx.world)
     tokenizer = build_tokenizer(cfg.data)
     task = get_task(cfg.task)(cfg, tokenizer)
@@ -125,5 +177,4 @@ def train(
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Write a JSON summary next to the run's metrics."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_json(path, summary)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from albef.engine.distributed import World, all_gather_object
 from albef.engine.metrics_log import MetricsLog
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
+from albef.errors import CheckpointError, NonFiniteLossError, RunInterrupted
+from albef.fileio import atomic_torch_save
 from albef.version import __version__
 
 Objective = Callable[[nn.Module, Any, float], dict[str, Tensor]]
@@ -40,10 +45,6 @@ EpochEvaluator = Callable[[nn.Module, int], dict[str, float]]
 """``(model, epoch) -> metrics`` after each epoch (every rank calls it; rank 0's values are used)."""
 
 BEST_CHECKPOINT = "best.pt"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message names the step and the loss part."""
 
 
 class TrainingModule(nn.Module):
@@ -78,6 +79,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     skipped_images: int = 0
+    skipped_files: list[str] = field(default_factory=list)
+    """The distinct image files skipped under ``data.bad_images: skip`` (every rank's)."""
     validation: list[dict[str, float]] = field(default_factory=list)
     best_checkpoint: Path | None = None
 
@@ -159,6 +162,8 @@ class Trainer:
         self.state = TrainState()
         self.skipped = SkippedImages()
         self.sync = synchronize(precision.device)
+        self._stop_signal: int | None = None
+        self._last_checkpoint: Path | None = None
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint_payload(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -182,15 +187,19 @@ class Trainer:
         if not self.world.is_main:
             return None
         directory = self.output_dir / ckpt.CHECKPOINT_DIR
-        path = ckpt.atomic_torch_save(
+        path = atomic_torch_save(
             self.checkpoint_payload(rng_per_rank), directory / ckpt.checkpoint_name(self.state.global_step)
         )
-        ckpt.prune_checkpoints(directory, self.cfg.runtime.keep_last)
+        ckpt.prune_checkpoints(directory, self.cfg.runtime.keep_last, self.state.global_step)
+        self._last_checkpoint = path
         return path
 
-    def resume(self, path: str | Path) -> None:
-        """Restore model, optimizer, scaler, position and RNG states from a checkpoint."""
-        payload = ckpt.load_training_checkpoint(path)
+    def resume(self, path: str | Path, payload: dict[str, Any] | None = None) -> None:
+        """Restore model, optimizer, scaler, position and RNG states from a checkpoint (``payload``: its
+        already-read content)."""
+        if payload is None:
+            payload = ckpt.load_training_checkpoint(path)
+        self._check_fits(Path(path), payload)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scaler is not None and payload.get("scaler") is not None:
@@ -199,6 +208,98 @@ class Trainer:
         per_rank = payload.get("rng_per_rank") or [payload["rng"]]
         same_world = len(per_rank) == self.world.world_size
         ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
+
+    def _check_fits(self, path: Path, payload: dict[str, Any]) -> None:
+        """Refuse, in one line, a checkpoint of another task or another model shape."""
+        task = (payload.get("config") or {}).get("task")
+        if task is not None and task != self.cfg.task:
+            raise CheckpointError(
+                f"{path}: a checkpoint of task {task!r}; this run is {self.cfg.task!r} (--resume continues the "
+                "same run; to start from its weights use --checkpoint)"
+            )
+        mine, theirs = self.model.state_dict(), payload["model"]
+        missing = [k for k in mine if k not in theirs]
+        unexpected = [k for k in theirs if k not in mine]
+        shapes = [
+            f"{k} {tuple(theirs[k].shape)} here {tuple(v.shape)}"
+            for k, v in mine.items()
+            if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
+        ]
+        if missing or unexpected or shapes:
+            first = (shapes or missing or unexpected)[0]
+            raise CheckpointError(
+                f"{path}: written for another model ({len(missing)} keys missing, {len(unexpected)} unexpected, "
+                f"{len(shapes)} of another shape; first: {first}); resume with the config it was written with"
+            )
+
+    # -- signals -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stopping_on_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM ask the loop to stop at the next step boundary with a checkpoint; a second
+        SIGINT interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask_to_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.world.is_main:
+                print(
+                    f"albef: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
+                    "(Ctrl-C again to stop at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop_requested(self) -> int | None:
+        """The signal that asked to stop on any rank (every rank must call it at the same step)."""
+        if not self.world.distributed:
+            return self._stop_signal
+        flag = torch.tensor([float(self._stop_signal or 0)], device=self.precision.device)
+        # Ranks may have seen the signal a step apart: agree on stopping now (the largest number wins).
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _stop_now(self, signum: int) -> None:
+        """Checkpoint the step just finished (unless it already is) and raise :class:`RunInterrupted`."""
+        name = ckpt.checkpoint_name(self.state.global_step)
+        path = self._last_checkpoint
+        if path is None or path.name != name:
+            path = self.save_checkpoint()
+        raise RunInterrupted(
+            f"stopped by {signal.Signals(signum).name} after step {self.state.global_step}; checkpoint "
+            f"{path or self.output_dir / ckpt.CHECKPOINT_DIR / name}; continue with --resume auto",
+            signum,
+        )
+
+    def _set_aside_later_checkpoints(self, resumed: Path) -> None:
+        """Resuming this run from an older checkpoint: its later ones move to ``checkpoints/superseded/``."""
+        directory = self.output_dir / ckpt.CHECKPOINT_DIR
+        if not self.world.is_main or resumed.resolve().parent != directory.resolve():
+            return
+        later = [
+            p for p in ckpt.list_checkpoints(directory) if ckpt.checkpoint_step(p) > self.state.global_step
+        ]
+        if not later:
+            return
+        aside = directory / "superseded"
+        aside.mkdir(exist_ok=True)
+        for path in later:
+            shutil.move(str(path), aside / path.name)
+        print(
+            f"albef: resuming from step {self.state.global_step}: moved {len(later)} later checkpoint(s) to "
+            f"{aside}",
+            file=sys.stderr,
+        )
 
     # -- the loop ------------------------------------------------------------------------------------------
     def _batches(self) -> Iterator[Any]:
@@ -216,10 +317,14 @@ class Trainer:
             losses = {k: v for k, v in outputs.items() if k.endswith("_loss")}
             for name, value in losses.items():
                 if not torch.isfinite(value).all():
+                    last = (
+                        f"the last good checkpoint, {self._last_checkpoint}, is left intact"
+                        if self._last_checkpoint is not None
+                        else "no checkpoint was written before it"
+                    )
                     raise NonFiniteLossError(
                         f"step {self.state.global_step + 1} (epoch {self.state.epoch}, batch "
-                        f"{self.state.batch_in_epoch}): {name} is {value.item()}; the last good checkpoint "
-                        f"in {self.output_dir / ckpt.CHECKPOINT_DIR} is left intact"
+                        f"{self.state.batch_in_epoch}): {name} is {value.item()}; {last}"
                     )
             total = sum(losses.values()) / self.cfg.optim.accum_steps
             if self.scaler is not None:
@@ -245,9 +350,17 @@ class Trainer:
 
     def fit(self, resume: str | None = None) -> TrainResult:
         """Train until ``optim.epochs`` (or ``optim.max_steps``); resume from ``auto`` or a path if given."""
-        path = ckpt.resolve_resume(resume, self.output_dir)
-        if path is not None:
-            self.resume(path)
+        found = ckpt.resolve_resume(resume, self.output_dir)
+        path: Path | None = None
+        if found is not None:
+            path, payload = found
+            self.resume(path, payload)
+            self._last_checkpoint = path
+            self._set_aside_later_checkpoints(path)
+        with self._stopping_on_signals():
+            return self._fit(path)
+
+    def _fit(self, path: Path | None) -> TrainResult:
         result = TrainResult(self.state)
         self.model.train()
         last_checkpoint: Path | None = path
@@ -262,11 +375,14 @@ class Trainer:
                     last_checkpoint = self.save_checkpoint() or last_checkpoint
         best = self.output_dir / BEST_CHECKPOINT
         result.best_checkpoint = best if self.state.best_epoch is not None and best.exists() else None
-        result.state, result.checkpoint, result.skipped_images = (
-            self.state,
-            last_checkpoint,
-            len(self.skipped),
-        )
+        if self.world.distributed:  # each rank loaded its own shard: report every rank's skips
+            every = SkippedImages()
+            for items in all_gather_object(list(self.skipped)):
+                every.extend(items)
+            self.skipped = every
+        result.state, result.checkpoint = self.state, last_checkpoint
+        result.skipped_images = len(self.skipped)
+        result.skipped_files = sorted({item.path for item in self.skipped})
         if len(self.skipped) and self.world.is_main:
             print(self.skipped.summary(), file=sys.stderr)
         return result
@@ -298,7 +414,7 @@ class Trainer:
                     "config": to_dict(self.cfg),
                     "albef_version": __version__,
                 }
-                ckpt.atomic_torch_save(payload, self.output_dir / BEST_CHECKPOINT)
+                atomic_torch_save(payload, self.output_dir / BEST_CHECKPOINT)
 
     def _run_epoch(self, log: MetricsLog, result: TrainResult, validate: bool = False) -> Path | None:
         accum = self.cfg.optim.accum_steps
@@ -341,6 +457,12 @@ class Trainer:
             every = self.cfg.runtime.checkpoint_every
             if every and self.state.global_step % every == 0 and not self._done():
                 saved = self.save_checkpoint() or saved
+            signum = self._stop_requested()
+            if signum is not None:
+                if self.state.batch_in_epoch >= usable:  # the epoch's last step: resume starts the next
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+                self._stop_now(signum)
             if self._done():
                 break
             tic = time.perf_counter()

@@ -26,6 +26,7 @@ from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.bootstrap import percent_metric
 from albef.evaluation.nlvr_eval import accuracy, per_class_accuracy, score_nlvr
 from albef.models.classify import ALBEFNLVR, ALBEFVE
+from albef.progress import track
 from albef.reporting.measure import StageTimer
 
 NO_PREDICTION = -1
@@ -91,7 +92,7 @@ class ClassificationEvaluator(Evaluator):
         model.eval()
         try:
             with torch.inference_mode(), self.precision.autocast():
-                for batch in self.loader:
+                for batch in track(self.loader, total=len(self.loader), desc=f"classify {self.item}s"):
                     positions, position = kept_positions(position, batch)
                     batch = batch.to(self.precision.device, non_blocking=True)
                     with timer.stage("classify", items=len(batch), item=self.item):

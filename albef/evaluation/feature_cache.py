@@ -41,6 +41,7 @@ from albef.data.transforms import build_test_transform
 from albef.engine.precision import Precision
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import BertLayer
+from albef.progress import track
 from albef.reporting.measure import StageTimer
 
 FEATURE_DTYPES: dict[str, torch.dtype] = {
@@ -124,7 +125,7 @@ def encode_texts(
 ) -> tuple[Tensor | None, Tensor, Tensor]:
     """Text-mode states (N, L, H) or None, masks (N, L) and features (N, E), in batches, on the CPU."""
     states, masks, feats = [], [], []
-    for start in range(0, len(texts), batch_size):
+    for start in track(range(0, len(texts), batch_size), desc="encode texts"):
         batch = list(texts[start : start + batch_size])
         tokens = tokenizer.encode(batch, padding="max_length", max_length=max_length).to(precision.device)
         with _stage(timer, "text_encode", len(batch), "text"), precision.autocast():
@@ -147,7 +148,7 @@ def encode_images(
 ) -> tuple[Tensor | None, Tensor]:
     """ViT tokens (N, 1+P, D) or None, and features (N, E), in loader order, on the CPU."""
     embeds, feats = [], []
-    for batch in loader:
+    for batch in track(loader, total=len(loader), desc="encode images"):
         images = batch.image.to(precision.device)
         with _stage(timer, "image_encode", images.shape[0], "image"), precision.autocast():
             enc = model.encode_image(images)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from albef.data.formats import nlvr_consistency_groups, read_nlvr_lil
 from albef.data.records import NLVRRecord
+from albef.errors import DataError
 
 TRUE, FALSE = "True", "False"
 """How the NLVR² files spell the labels (and the predictions file the predictions)."""
@@ -174,23 +175,35 @@ def write_predictions(
 
 
 def parse_predictions(text: str) -> dict[str, str]:
-    """Identifier -> prediction string, as the official script reads a CSV.
+    """Identifier -> prediction string, from a CSV as the official script reads it, but strict.
 
     Each line is stripped and split on commas: the first field is the identifier, the second the
-    prediction; a later line of the same identifier replaces an earlier one. Blank lines are skipped (the
-    official script would crash on them).
+    prediction. Blank lines are skipped (the official script would crash on them). Where the official script
+    would score silently, this refuses: a prediction that is not ``True``/``False`` (any case; the official
+    script counts it as wrong) and an identifier given twice (the official script keeps the last one).
 
     Raises:
-        ValueError: A non-blank line without a comma (naming its 1-based line number).
+        ValueError: A malformed line, an unknown prediction or a repeated identifier (naming the 1-based line).
     """
     predictions: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.strip().split(",")
         if fields == [""]:
             continue
         if len(fields) < 2:
             raise ValueError(f"line {number}: expected 'identifier,prediction', got {line.strip()!r}")
-        predictions[fields[0]] = fields[1]
+        identifier, prediction = fields[0], fields[1]
+        if prediction.strip().lower() not in ("true", "false"):
+            raise ValueError(
+                f"line {number}: prediction {prediction!r} of {identifier!r} is not True or False"
+            )
+        if identifier in first_line:
+            raise ValueError(
+                f"line {number}: identifier {identifier!r} is predicted again (first on line {first_line[identifier]})"
+            )
+        first_line[identifier] = number
+        predictions[identifier] = prediction.strip()
     return predictions
 
 
@@ -207,7 +220,7 @@ def read_predictions(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 # -- official scoring ----------------------------------------------------------------------------------------
-class MissingPredictionsError(ValueError):
+class MissingPredictionsError(DataError):
     """Some labelled examples have no prediction; ``missing`` lists their identifiers in label order."""
 
     def __init__(self, missing: Sequence[str], total: int) -> None:
@@ -226,15 +239,21 @@ def score_predictions(predictions: Mapping[str, str], labels: Sequence[tuple[str
 
     Args:
         predictions: Identifier -> prediction string (:func:`parse_predictions`); extra identifiers are ignored.
-        labels: ``(identifier, label string)`` of every labelled example, in file order (duplicates count
-            as the official script counts them: once per line).
+        labels: ``(identifier, label string)`` of every labelled example, in file order (each identifier
+            once).
 
     Returns:
         Accuracy (correct / examples) and consistency (sentences whose examples are all correct / sentences).
 
     Raises:
         MissingPredictionsError: Any labelled identifier has no prediction.
+        DataError: An identifier appears twice in ``labels``.
     """
+    seen: set[str] = set()
+    for identifier, _ in labels:
+        if identifier in seen:
+            raise DataError(f"the labels name identifier {identifier!r} twice; each example must appear once")
+        seen.add(identifier)
     missing = [identifier for identifier, _ in labels if identifier not in predictions]
     if missing:
         raise MissingPredictionsError(missing, len(labels))

@@ -44,6 +44,7 @@ from albef.models.bert import (
     padding_mask,
     prefer_math_attention,
 )
+from albef.progress import track
 from albef.reporting.measure import StageTimer
 
 SDPA_BLOCK_ROWS = 32
@@ -258,7 +259,8 @@ class PairScorer:
         self._prepare(text_idx)
         order = torch.argsort(image_idx, stable=True)
         out = torch.empty(image_idx.shape[0], dtype=torch.float32)
-        for chunk in self._chunks(image_idx[order]):
+        chunks = list(self._chunks(image_idx[order]))
+        for chunk in track(chunks, desc="ITM re-rank", unit="call"):
             picked = order[chunk]
             stage = (
                 contextlib.nullcontext()

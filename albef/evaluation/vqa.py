@@ -44,6 +44,7 @@ from albef.evaluation.vqa_eval import (
     vqa_accuracy,
 )
 from albef.models.vqa import ALBEFVQA, AnswerScoring
+from albef.progress import track
 from albef.reporting.measure import StageTimer
 from albef.reporting.schema import Metric
 
@@ -310,7 +311,8 @@ class VQAEvaluator(Evaluator):
         device = self.precision.device
         answers = self.tokenizer.encode_answers(self.split.answer_list).to(device)
         pairs: list[tuple[int, str]] = []
-        for batch in self._loader():
+        loader = self._loader()
+        for batch in track(loader, total=len(loader), desc="VQA answer ranking"):
             batch = batch.to(device)
             ranked_ids = self.rank_batch(model, batch, answers, timer)
             pairs += [

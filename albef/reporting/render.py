@@ -313,16 +313,31 @@ def plot_recall_at_k(report: RunReport, path: Path) -> Path | None:
 
 
 def plot_group(report: RunReport, group: str, path: Path) -> Path | None:
-    """Bar chart of the metrics of ``group`` (accuracy per answer type, class, ...); ``None`` if empty."""
-    metrics = {name: m.value for name, m in report.metrics.items() if m.group == group}
+    """Horizontal bars of the metrics of ``group`` (accuracy per answer type, class, ...), one readable label
+    a row (the group's name prefix dropped) with its value and interval; ``None`` if the group is empty."""
+    metrics = {name: m for name, m in report.metrics.items() if m.group == group}
     if not metrics:
         return None
-    figure = _figure(max(5.0, 0.6 * len(metrics)), 4)
+    labels = [name.split("/", 1)[1] if name.startswith(f"{group}/") else name for name in metrics]
+    values = [m.value for m in metrics.values()]
+    errors = [
+        [m.value - m.ci_low if m.ci_low is not None else 0.0 for m in metrics.values()],
+        [m.ci_high - m.value if m.ci_high is not None else 0.0 for m in metrics.values()],
+    ]
+    figure = _figure(7.5, 0.4 * len(metrics) + 1.4)
     ax = figure.add_subplot()
-    ax.bar(list(metrics), list(metrics.values()), color="tab:green")
-    ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels(list(metrics), rotation=45 if len(metrics) > 6 else 0, ha="right")
-    ax.set_ylabel("value")
+    rows = range(len(metrics))
+    ax.barh(list(rows), values, xerr=errors, color="tab:green", capsize=2)
+    ax.set_yticks(list(rows), labels)
+    ax.invert_yaxis()
+    top = max([*values, *(m.ci_high or 0.0 for m in metrics.values())])
+    if min(values) >= 0 and top > 0:
+        ax.set_xlim(0, top * 1.12)  # room for the value labels
+    for row, value in zip(rows, values, strict=True):
+        ax.annotate(
+            f"{value:.1f}", (value, row), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+        )
+    ax.set_xlabel("value (bars: 95 % interval)" if any(any(e) for e in errors) else "value")
     ax.set_title(f"{report.task} metrics by {group}")
     figure.savefig(path, dpi=100)
     return path

@@ -248,7 +248,8 @@ def plot_pipeline(
         ax.set_yticks(list(y), labels)
         ax.invert_yaxis()
         ax.set(xlabel="%", title="every task against its chance level")
-        ax.legend(loc="lower right")
+        # Outside the axes, so that no bar is hidden behind it.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         fig.tight_layout()
         path = out_dir / "tasks_vs_chance.png"
         fig.savefig(path, dpi=110)

@@ -11,6 +11,7 @@ from PIL import Image
 from albef.data.collate import CaptionCollator, RetrievalCollator, TextPolicy, VQACollator, collate_images
 from albef.data.datasets import (
     PretrainDataset,
+    Refilled,
     RetrievalEvalImages,
     RetrievalTrainDataset,
     VQADataset,
@@ -183,3 +184,45 @@ def test_loader_resume_gives_the_same_batches(image_dir: Path, tokenizer) -> Non
     assert len(uninterrupted) == 3 and len(resumed) == 2
     for a, b in zip(uninterrupted[1:], resumed, strict=True):
         assert torch.equal(a.image, b.image) and torch.equal(a.text.input_ids, b.text.input_ids)
+
+
+def test_training_refills_a_skipped_sample_with_the_next_record_that_loads(
+    image_dir: Path,
+    tokenizer,  # type: ignore[no-untyped-def]
+) -> None:
+    records = [PretrainRecord("im0.png", ("red",)), PretrainRecord("gone.png", ("blue",)),
+               PretrainRecord("gone2.png", ("green",)), PretrainRecord("im1.png", ("star",))]  # fmt: skip
+    ds = PretrainDataset(records, image_dir, build_test_transform(8), source="pre.json", bad_images="skip")
+    ds.refill = True
+    refilled = ds[1]
+    assert isinstance(refilled, Refilled)
+    assert [s.path.rsplit("/", 1)[-1] for s in refilled.skipped] == ["gone.png", "gone2.png"]
+    assert torch.equal(refilled.sample.image, ds[3].image)  # record 3, with its own randomness
+    assert refilled.sample.caption == ds[3].caption
+    batch = CaptionCollator(tokenizer, TextPolicy(max_length=25))([ds[0], refilled])
+    assert batch.image.shape == (2, 3, 8, 8)  # the batch keeps its size
+    assert [s.index for s in batch.skipped] == [1, 2]
+
+
+def test_build_loader_turns_refill_on_for_training_only(image_dir: Path) -> None:
+    from torch.utils.data import ConcatDataset
+
+    def dataset() -> PretrainDataset:
+        return PretrainDataset(
+            [PretrainRecord("im0.png", ("x",))] * 4, image_dir, build_test_transform(8), source="p"
+        )
+
+    train = ConcatDataset([dataset(), dataset()])
+    build_loader(train, 2, list, train=True)
+    assert all(part.refill for part in train.datasets)  # type: ignore[attr-defined]
+    evaluation = dataset()
+    build_loader(evaluation, 2, list, train=False)
+    assert not evaluation.refill
+
+
+def test_every_image_unreadable_is_a_data_error(image_dir: Path) -> None:
+    records = [PretrainRecord("gone.png", ("x",)), PretrainRecord("gone2.png", ("y",))]
+    ds = PretrainDataset(records, image_dir, build_test_transform(8), source="pre.json", bad_images="skip")
+    ds.refill = True
+    with pytest.raises(DataError, match=r"pre\.json: no image of its 2 records could be read; the first: "):
+        ds[0]

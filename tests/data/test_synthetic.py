@@ -431,7 +431,12 @@ def test_ensure_world_reuses_and_regenerates(tmp_path: Path) -> None:
     stamp = (root / "manifest.json").stat().st_mtime_ns
     ensure_world(root, "small", 1)
     assert (root / "manifest.json").stat().st_mtime_ns == stamp
-    ensure_world(root, "small", 2, image_size=32)
+    with pytest.raises(
+        SyntheticWorldError, match=r"holds another synthetic world \(size small, seed 1, 64 px\)"
+    ):
+        ensure_world(root, "small", 2, image_size=32)  # never silently replaced by other parameters
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp
+    ensure_world(root, "small", 2, image_size=32, force=True)
     assert world_matches(root, "small", 2, 32) and not world_matches(root, "small", 1, 64)
     with Image.open(next((root / "images/pretrain").iterdir())) as image:
         assert image.size == (32, 32)

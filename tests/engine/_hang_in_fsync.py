@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from albef.engine import checkpointing as ckpt
+from albef.fileio import atomic_torch_save
 
 
 def _hang(fd: int) -> None:
@@ -25,5 +26,5 @@ def _hang(fd: int) -> None:
 if __name__ == "__main__":
     ckpt.os.fsync = _hang  # type: ignore[attr-defined]  # ckpt.os is the os module: the whole process
     payload = {"weights": torch.randn(4_000_000), "step": 6}  # 16 MB
-    ckpt.atomic_torch_save(payload, sys.argv[1])
+    atomic_torch_save(payload, sys.argv[1])
     os._exit(3)  # never reached while fsync hangs

@@ -15,13 +15,21 @@ import pytest
 import torch
 
 from albef.engine import checkpointing as ckpt
+from albef.errors import CheckpointError
+from albef.fileio import atomic_torch_save
 
 HELPER = Path(__file__).with_name("_hang_in_fsync.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _payload(value: float, n: int = 16) -> dict[str, object]:
-    return {"weights": torch.full((n,), value), "step": int(value)}
+    return {
+        "model": {"weights": torch.full((n,), value)},
+        "optimizer": {},
+        "state": {},
+        "rng": {},
+        "step": int(value),
+    }
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -29,10 +37,10 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def test_atomic_save_round_trip(tmp_path: Path) -> None:
-    path = ckpt.atomic_torch_save(_payload(3.0), tmp_path / "sub" / ckpt.checkpoint_name(3))
+    path = atomic_torch_save(_payload(3.0), tmp_path / "sub" / ckpt.checkpoint_name(3))
     assert path == tmp_path / "sub" / "step-00000003.pt"
     loaded = ckpt.load_training_checkpoint(path)
-    assert loaded["step"] == 3 and torch.equal(loaded["weights"], torch.full((16,), 3.0))
+    assert loaded["step"] == 3 and torch.equal(loaded["model"]["weights"], torch.full((16,), 3.0))
     assert _leftovers(path.parent) == []  # no temporary file left behind
 
 
@@ -43,7 +51,7 @@ class _Crash(RuntimeError):
 def test_crash_inside_torch_save_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = ckpt.atomic_torch_save(_payload(1.0), tmp_path / "last.pt")
+    path = atomic_torch_save(_payload(1.0), tmp_path / "last.pt")
     before = path.read_bytes()
 
     def half_written(obj: object, handle: object) -> None:
@@ -52,7 +60,7 @@ def test_crash_inside_torch_save_keeps_the_previous_checkpoint(
 
     monkeypatch.setattr(ckpt.torch, "save", half_written)
     with pytest.raises(_Crash):
-        ckpt.atomic_torch_save(_payload(2.0), path)
+        atomic_torch_save(_payload(2.0), path)
     assert path.read_bytes() == before
     assert ckpt.load_training_checkpoint(path)["step"] == 1
     assert _leftovers(tmp_path) == []
@@ -61,14 +69,14 @@ def test_crash_inside_torch_save_keeps_the_previous_checkpoint(
 def test_crash_at_the_rename_keeps_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = ckpt.atomic_torch_save(_payload(1.0), tmp_path / "last.pt")
+    path = atomic_torch_save(_payload(1.0), tmp_path / "last.pt")
 
     def no_rename(src: object, dst: object) -> None:
         raise _Crash("power cut")
 
     monkeypatch.setattr(ckpt.os, "replace", no_rename)
     with pytest.raises(_Crash):
-        ckpt.atomic_torch_save(_payload(2.0), path)
+        atomic_torch_save(_payload(2.0), path)
     assert ckpt.load_training_checkpoint(path)["step"] == 1
     assert _leftovers(tmp_path) == []
 
@@ -82,7 +90,7 @@ def test_a_new_checkpoint_never_appears_half_written(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(ckpt.torch, "save", crash_after_write)
     with pytest.raises(_Crash):
-        ckpt.atomic_torch_save(_payload(7.0), target)
+        atomic_torch_save(_payload(7.0), target)
     assert not target.exists()
     assert ckpt.list_checkpoints(tmp_path) == []
 
@@ -90,7 +98,7 @@ def test_a_new_checkpoint_never_appears_half_written(tmp_path: Path, monkeypatch
 def test_sigkill_during_a_checkpoint_write(tmp_path: Path) -> None:
     """A process killed while its (large) checkpoint is on disk but not yet renamed leaves the old one intact."""
     directory = tmp_path / ckpt.CHECKPOINT_DIR
-    previous = ckpt.atomic_torch_save(_payload(4.0), directory / ckpt.checkpoint_name(4))
+    previous = atomic_torch_save(_payload(4.0), directory / ckpt.checkpoint_name(4))
     target = directory / ckpt.checkpoint_name(6)
     ready = tmp_path / "ready"
     proc = subprocess.Popen(
@@ -110,28 +118,28 @@ def test_sigkill_during_a_checkpoint_write(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    partial = [p for p in directory.iterdir() if p.name.startswith(f".{target.name}.tmp-")]
+    partial = [p for p in directory.iterdir() if p.name.startswith(f".{target.name}.") and p.suffix == ".tmp"]
     assert len(partial) == 1 and partial[0].stat().st_size > 1_000_000  # killed mid-write
     assert not target.exists()
     assert ckpt.list_checkpoints(directory) == [previous]
-    assert ckpt.resolve_resume("auto", tmp_path) == previous
+    assert ckpt.resolve_resume("auto", tmp_path)[0] == previous
     assert ckpt.load_training_checkpoint(previous)["step"] == 4
 
 
 def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     for step in (1, 2, 10, 3, 100):
-        ckpt.atomic_torch_save(_payload(float(step)), tmp_path / ckpt.checkpoint_name(step))
+        atomic_torch_save(_payload(float(step)), tmp_path / ckpt.checkpoint_name(step))
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     (tmp_path / "step-7.pt.bak").write_text("not a checkpoint either")
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [
         ckpt.checkpoint_name(s) for s in (1, 2, 3, 10, 100)
     ]  # by step, not by name or mtime
-    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    ckpt.prune_checkpoints(tmp_path, keep_last=2, newest_step=100)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(s) for s in (10, 100)]
     assert (tmp_path / "notes.txt").exists() and (tmp_path / "step-7.pt.bak").exists()
-    ckpt.prune_checkpoints(tmp_path, keep_last=0)  # 0 keeps everything
+    ckpt.prune_checkpoints(tmp_path, keep_last=0, newest_step=100)  # 0 keeps everything
     assert len(ckpt.list_checkpoints(tmp_path)) == 2
-    ckpt.prune_checkpoints(tmp_path, keep_last=1)
+    ckpt.prune_checkpoints(tmp_path, keep_last=1, newest_step=100)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == [ckpt.checkpoint_name(100)]
 
 
@@ -145,13 +153,14 @@ def test_resolve_resume(tmp_path: Path) -> None:
     assert ckpt.resolve_resume("auto", tmp_path) is None  # nothing yet: start fresh
     directory = tmp_path / ckpt.CHECKPOINT_DIR
     for step in (2, 12, 4):
-        ckpt.atomic_torch_save(_payload(float(step)), directory / ckpt.checkpoint_name(step))
-    assert ckpt.resolve_resume("auto", tmp_path) == directory / ckpt.checkpoint_name(12)
+        atomic_torch_save(_payload(float(step)), directory / ckpt.checkpoint_name(step))
+    path, payload = ckpt.resolve_resume("auto", tmp_path)
+    assert path == directory / ckpt.checkpoint_name(12) and payload["step"] == 12
     explicit = directory / ckpt.checkpoint_name(4)
-    assert ckpt.resolve_resume(str(explicit), tmp_path) == explicit
-    with pytest.raises(FileNotFoundError, match=r"no-such\.pt"):
+    assert ckpt.resolve_resume(str(explicit), tmp_path)[0] == explicit
+    with pytest.raises(CheckpointError, match=r"no-such\.pt: no such checkpoint file"):
         ckpt.resolve_resume(str(tmp_path / "no-such.pt"), tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         ckpt.resolve_resume(str(directory), tmp_path)  # a directory is not a checkpoint
 
 
@@ -165,7 +174,7 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
     random.seed(9)
     random.gauss(0.0, 1.0)  # leave a cached gaussian in python's state
     np.random.randn()  # and in numpy's
-    path = ckpt.atomic_torch_save({"rng": ckpt.rng_state()}, tmp_path / "rng.pt")
+    path = atomic_torch_save({**_payload(0.0), "rng": ckpt.rng_state()}, tmp_path / "rng.pt")
     expected = _draws()
     for _ in range(3):
         _draws()  # move every generator on

@@ -140,10 +140,20 @@ def test_format_refuses_mismatch_and_commas() -> None:
 
 
 def test_parse_follows_the_official_reader() -> None:
-    text = " dev-1-0-0,true \n\ndev-1-1-0,False,extra\ndev-1-0-0,FALSE\n"
-    assert parse_predictions(text) == {"dev-1-0-0": "FALSE", "dev-1-1-0": "False"}  # last line wins
+    text = " dev-1-0-0,true \n\ndev-1-1-0,False,extra\n"
+    assert parse_predictions(text) == {"dev-1-0-0": "true", "dev-1-1-0": "False"}
     with pytest.raises(ValueError, match="line 2"):
         parse_predictions("dev-1-0-0,True\nno-comma\n")
+
+
+def test_parse_refuses_what_the_official_reader_would_score_silently() -> None:
+    # The official reader keeps the last of two lines of an identifier, and counts "maybe" as wrong.
+    with pytest.raises(
+        ValueError, match=r"^line 3: identifier 'dev-1-0-0' is predicted again \(first on line 1\)$"
+    ):
+        parse_predictions("dev-1-0-0,True\ndev-1-1-0,False\ndev-1-0-0,FALSE\n")
+    with pytest.raises(ValueError, match=r"^line 2: prediction 'maybe' of 'dev-1-1-0' is not True or False$"):
+        parse_predictions("dev-1-0-0,True\ndev-1-1-0,maybe\n")
 
 
 def test_score_is_case_insensitive_and_ignores_extra_predictions() -> None:

@@ -65,6 +65,26 @@ def test_evaluate_writes_json_and_markdown_reports(world: Path, checkpoint: Path
     assert scores["scores_i2t"].shape == (16, 80)
 
 
+def test_an_earlier_report_is_kept_unless_overwrite_and_bars_follow_no_progress(
+    world: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate(world, checkpoint, tmp_path) == 0
+    err = capsys.readouterr().err
+    assert "encode images" in err and "encode texts" in err and "ITM re-rank" in err  # bars by default
+    before = (tmp_path / f"{STEM}.json").read_bytes()
+    assert evaluate(world, checkpoint, tmp_path) == 8
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"albef evaluate: error: {tmp_path / STEM}.json exists (an earlier evaluation); pass --overwrite to "
+        "replace it, or write elsewhere (--out / --output-dir)"
+    )
+    assert (tmp_path / f"{STEM}.json").read_bytes() == before
+    assert evaluate(world, checkpoint, tmp_path, "--overwrite", "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert "encode images" not in err and "ITM re-rank" not in err
+    for name in ("metrics.csv", "stages.csv", "report.md", "recall_at_k.png"):  # rendered like the others
+        assert (tmp_path / name).is_file(), name
+
+
 def test_evaluate_another_split_file_in_the_maccap_layout(
     world: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -82,7 +102,7 @@ def test_evaluate_another_split_file_in_the_maccap_layout(
 
 
 @pytest.mark.parametrize("kind", ["missing", "garbage", "other_model"])
-def test_bad_checkpoints_exit_2(
+def test_bad_checkpoints_exit_4(
     world: Path, tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bad.pt"
@@ -90,12 +110,12 @@ def test_bad_checkpoints_exit_2(
         path.write_text("not a checkpoint")
     elif kind == "other_model":  # the default synthetic size does not fit the tiny test model
         torch.save(create_model("retrieval", load_config("synthetic_retrieval").model).state_dict(), path)
-    assert evaluate(world, path, tmp_path) == 2
+    assert evaluate(world, path, tmp_path) == 4
     assert "albef evaluate: error:" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("problem", ["caption_string", "missing_image"])
-def test_bad_data_exits_2(
+def test_bad_data_exits_3(
     world: Path, checkpoint: Path, tmp_path: Path, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     records = json.loads((world / "retrieval_test.json").read_text())
@@ -105,7 +125,7 @@ def test_bad_data_exits_2(
         records[3]["image"] = "images/no_such_image.png"
     path = tmp_path / "split.json"
     path.write_text(json.dumps(records))
-    assert evaluate(world, checkpoint, tmp_path, "--annotations", str(path)) == 2
+    assert evaluate(world, checkpoint, tmp_path, "--annotations", str(path)) == 3
     err = capsys.readouterr().err
     assert "split.json" in err and ("record 3" in err or "no_such_image" in err)
 

@@ -196,7 +196,7 @@ def test_a_skipped_image_leaves_an_incomplete_result_that_is_refused(
     ]
     out = tmp_path / "out"
     argv = _evaluate_argv(broken, checkpoint, out, "data.bad_images=skip")
-    assert main(argv) == 2
+    assert main(argv) == 3
     err = capsys.readouterr().err
     assert "refusing to write an incomplete" in err
     assert f"missing answers for {len(same_image)} ({', '.join(str(i) for i in sorted(same_image))})" in err
@@ -206,12 +206,12 @@ def test_a_skipped_image_leaves_an_incomplete_result_that_is_refused(
 def test_evaluate_rejects_bad_arguments(
     world: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_evaluate_argv(world, tmp_path / "missing.pt", tmp_path)) == 2
+    assert main(_evaluate_argv(world, tmp_path / "missing.pt", tmp_path)) == 4
     assert "no such file" in capsys.readouterr().err
     assert main([*_evaluate_argv(world, checkpoint, tmp_path), "--split", "val"]) == 2
     assert "no val file" in capsys.readouterr().err
     other_size = ["evaluate", "vqa", "--checkpoint", str(checkpoint), "--set", f"data.root={world}"]
-    assert main([*other_size, "--set", "data.synthetic_size=small", "--output-dir", str(tmp_path)]) == 2
+    assert main([*other_size, "--set", "data.synthetic_size=small", "--output-dir", str(tmp_path)]) == 4
     assert "does not fit the vqa model" in capsys.readouterr().err
 
 

@@ -141,7 +141,7 @@ def test_vqa_score_names_missing_and_extra_ids(
         tmp_path / "r.json", [{"question_id": IDS[0], "answer": "net"}, {"question_id": 7, "answer": "x"}]
     )
     argv = ["evaluate", "vqa-score", "--results", str(results), "--questions", str(real[0])]
-    assert main([*argv, "--annotations", str(real[1])]) == 2
+    assert main([*argv, "--annotations", str(real[1])]) == 3
     err = capsys.readouterr().err
     assert "missing answers for 2 (458752001, 458752002)" in err and "1 (7) question id(s) not in" in err
 

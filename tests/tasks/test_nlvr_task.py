@@ -283,5 +283,5 @@ def test_evaluate_nlvr_then_score_with_the_official_rules(
     assert float(printed["accuracy"]) * 100 == pytest.approx(report["metrics"]["accuracy"]["value"])
     assert float(printed["consistency"]) * 100 == pytest.approx(report["metrics"]["consistency"]["value"])
     predictions.write_text("\n".join(predictions.read_text().splitlines()[1:]) + "\n")
-    assert main(["evaluate", "nlvr-score", "--predictions", str(predictions), "--labels", str(labels)]) == 2
+    assert main(["evaluate", "nlvr-score", "--predictions", str(predictions), "--labels", str(labels)]) == 3
     assert "1 of" in capsys.readouterr().err

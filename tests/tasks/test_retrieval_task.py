@@ -150,8 +150,10 @@ def test_finetune_from_a_pretraining_checkpoint(tmp_path_factory: pytest.TempPat
     assert not (out / "run" / "best.pt").exists()  # no validation split, no best
 
 
-@pytest.mark.parametrize("problem", ["missing_checkpoint", "pretrain_config", "missing_resume"])
-def test_finetune_usage_errors_exit_2(tmp_path_factory: pytest.TempPathFactory, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("problem", "code"), [("missing_checkpoint", 4), ("pretrain_config", 2), ("missing_resume", 4)]
+)
+def test_finetune_usage_errors(tmp_path_factory: pytest.TempPathFactory, problem: str, code: int) -> None:
     world, out = small_world(tmp_path_factory), tmp_path_factory.mktemp("bad")
     argv = finetune_argv(world, out)
     if problem == "missing_checkpoint":
@@ -160,7 +162,7 @@ def test_finetune_usage_errors_exit_2(tmp_path_factory: pytest.TempPathFactory, 
         argv += ["--config", "synthetic_pretrain"]
     else:
         argv += ["--resume", str(out / "nope.pt")]
-    assert main(argv) == 2
+    assert main(argv) == code
 
 
 def test_the_objective_takes_the_itm_negative_strategy_from_the_config() -> None:

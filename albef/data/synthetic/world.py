@@ -33,6 +33,7 @@ from albef.data.synthetic.writers import (
     write_manifest,
     write_text_entry,
 )
+from albef.errors import ConfigError
 
 GENERATOR = "albef.data.synthetic"
 WORLD_VERSION = "2"
@@ -51,8 +52,9 @@ Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``, called while a world is generated (the library never prints)."""
 
 
-class SyntheticWorldError(RuntimeError):
-    """A world cannot be generated where asked (an unknown size, or a non-empty foreign directory)."""
+class SyntheticWorldError(ConfigError):
+    """A world cannot be generated where asked (an unknown size, a non-empty foreign directory, or another
+    world of the current version that would be replaced)."""
 
 
 def get_size(size: str) -> SizeSpec:
@@ -210,7 +212,8 @@ def ensure_world(
 
     The world is reused if ``root/manifest.json`` was written by this generator version for the same
     parameters (and ``force`` is false). Otherwise it is generated into a temporary sibling directory and
-    renamed onto ``root``, replacing an older world there. A concurrent process that finishes first wins;
+    renamed onto ``root``, replacing a world of an older generator version there (never, without ``force``,
+    a current world of another size or seed). A concurrent process that finishes first wins;
     this call then reuses its world.
 
     Args:
@@ -226,7 +229,8 @@ def ensure_world(
 
     Raises:
         SyntheticWorldError: If ``root`` is a non-empty directory (or a file) that holds no synthetic
-            world, which this function refuses to delete; or an unknown size.
+            world, which this function refuses to delete; if it holds a current-version world of other
+            parameters (without ``force``); or an unknown size.
     """
     root = Path(root)
     get_size(size)
@@ -235,6 +239,14 @@ def ensure_world(
     if not _is_replaceable(root):
         raise SyntheticWorldError(
             f"{root} exists and holds no synthetic world ({MANIFEST} missing); not overwriting it"
+        )
+    manifest = read_manifest(root)
+    if not force and manifest is not None and manifest.get("world_version") == WORLD_VERSION:
+        have = f"size {manifest.get('size')}, seed {manifest.get('seed')}, {manifest.get('image_size')} px"
+        raise SyntheticWorldError(
+            f"{root} holds another synthetic world ({have}) than the one asked for (size {size}, seed {seed}, "
+            f"{image_size} px); not replacing it: set data.synthetic_size/data.synthetic_seed to match it, "
+            "point data.root elsewhere, or regenerate it with albef data synth --force"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
