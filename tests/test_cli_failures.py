@@ -25,7 +25,7 @@ from albef.errors import (
     NonFiniteLossError,
     RunFolderError,
 )
-from tests.engine import pretrain_argv, small_world
+from tests.engine import TINY_OVERRIDES, pretrain_argv, small_world
 from tests.engine.test_run_safety import snapshot
 
 
@@ -170,6 +170,24 @@ def test_resume_from_another_tasks_checkpoint(
     assert _error(capsys) == (
         f"albef pretrain: error: {other}: a checkpoint of task 'vqa'; this run is 'pretrain' (--resume continues "
         "the same run; to start from its weights use --checkpoint)"
+    )
+
+
+def test_initialising_from_another_tasks_checkpoint(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from albef.config import load_config
+    from albef.models import create_model
+
+    cfg = load_config("synthetic_vqa", [f"data.root={world}", "data.synthetic_size=small", *TINY_OVERRIDES])
+    vqa = tmp_path / "vqa.pt"
+    torch.save({"model": create_model("vqa", cfg.model).state_dict()}, vqa)
+    assert (
+        main([*pretrain_argv(world, tmp_path / "r"), "--checkpoint", str(vqa)]) == CheckpointError.exit_code
+    )
+    line = _error(capsys)
+    assert line.startswith(
+        f"albef pretrain: error: {vqa}: no conversion from a vqa checkpoint to a pretrain model"
     )
 
 
