@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from albef.reporting.bench import CAST_DTYPES, precision_context
 from albef.reporting.schema import RunReport, StageStats
+from albef.workflows.bench import CAST_DTYPES, precision_context
 
 PRECISIONS = ("fp32", "bf16", "amp_bf16")
 """``fp32``; ``bf16``: weights and inputs cast to bfloat16; ``amp_bf16``: fp32 weights under autocast."""

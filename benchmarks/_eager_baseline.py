@@ -19,7 +19,7 @@ from transformers.models.bert.modeling_bert import BertEncoder
 from albef.config.schema import ModelConfig, TextConfig, VisionConfig
 from albef.models.albef import ContrastiveALBEF
 from albef.models.builders import build_text, build_vision
-from albef.reporting.bench import resolve_preset_name
+from albef.workflows.bench import resolve_preset_name
 
 resolve_preset = resolve_preset_name
 """``base`` -> ``albef_base``; a registered full name is kept."""

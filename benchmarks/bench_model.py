@@ -53,10 +53,10 @@ from torch import Tensor
 
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import MASK_VALUE
-from albef.reporting.bench import BenchInputs, bench_model_config, make_inputs
 from albef.reporting.environment import collect_environment, utc_now_iso
 from albef.reporting.measure import StageTimer
 from albef.reporting.schema import RunReport, StageStats
+from albef.workflows.bench import BenchInputs, bench_model_config, make_inputs
 
 STAGES = {"image_encode": "image", "text_encode": "text", "fusion_itm": "pair"}
 """Stage name -> what one item is (the names and items of ``albef bench model``)."""

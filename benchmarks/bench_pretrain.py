@@ -50,11 +50,11 @@ from albef.engine.precision import Precision, resolve_precision
 from albef.models.albef import ALBEFPretrain
 from albef.models.bert import MultiHeadAttention
 from albef.models.builders import create_model
-from albef.reporting.bench import bench_model_config, make_inputs, resolve_preset_name
 from albef.reporting.environment import collect_environment, utc_now_iso
 from albef.reporting.measure import StageTimer, stage_stats, timed
 from albef.reporting.schema import RunReport, StageStats
 from albef.tasks.pretrain import PretrainObjective
+from albef.workflows.bench import bench_model_config, make_inputs, resolve_preset_name
 
 STEP = "pretrain_step"
 PARTS = ("forward", "backward", "optimizer", "momentum", "queue")

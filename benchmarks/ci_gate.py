@@ -213,7 +213,7 @@ def run_gate(out: Path, world: str, threads: int, epochs: int = EPOCHS) -> dict[
     run_albef(
         [
             *("evaluate", "retrieval", "--config", "synthetic_retrieval", "--checkpoint", checkpoint),
-            *("--out", str(out / "eval")),
+            *("--out", str(out / "eval"), "--no-progress"),
             *_sets(world, f"eval.k_test={K_TEST}"),
         ],
         "retrieval evaluation",

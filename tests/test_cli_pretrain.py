@@ -85,3 +85,25 @@ def test_resume_of_a_finished_run_takes_no_step(run: Path) -> None:
     assert main(argv) == 0
     assert (run / "metrics.jsonl").read_text() == before
     assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+def test_log_every_prints_a_status_line_without_a_progress_bar(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        *pretrain_argv(world, tmp_path / "a", "runtime.log_every=2", "data.test_file=null"),
+        "--max-steps",
+        "5",
+    ]
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]
+    assert [line.split(" (")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]  # and the last
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0].startswith(f"step 2/5 (epoch 0): loss {records[1]['loss']:.4f} (itc ")
+    argv = [
+        *pretrain_argv(world, tmp_path / "b", "runtime.log_every=0", "data.test_file=null"),
+        "--max-steps",
+        "2",
+    ]
+    assert main(argv) == 0
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("step ")]

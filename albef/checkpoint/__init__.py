@@ -6,10 +6,7 @@ Importing this package loads no weights and touches no network; ``transformers``
 """
 
 from albef.checkpoint.convert import (
-    ConversionCheck,
-    check_official_conversions,
     load_checkpoint,
-    model_config_from_official,
     resize_pos_embeds,
     teacher_names,
 )
@@ -50,14 +47,12 @@ __all__ = [
     "TASKS",
     "CheckpointFormatError",
     "CheckpointMismatchError",
-    "ConversionCheck",
     "LoadReport",
     "Remap",
     "UnsafeCheckpointError",
     "atomic_torch_save",
     "atomic_write",
     "bert_init_",
-    "check_official_conversions",
     "check_state_dict",
     "detect_layout",
     "detect_task",
@@ -65,7 +60,6 @@ __all__ = [
     "init_vision_from_deit",
     "load_checkpoint",
     "load_state_dict_strict",
-    "model_config_from_official",
     "official_key",
     "official_keys",
     "official_to_ours",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from albef.reporting.bench import ProgressFn
     from albef.reporting.schema import RunReport
+    from albef.workflows.bench import ProgressFn
 
 DEFAULT_OUT_DIR = Path("reports/bench")
 TABLE_HEADERS = (
@@ -157,7 +157,7 @@ def _run_model(args: argparse.Namespace) -> int:
     import torch
 
     from albef.cli.main import AlbefError
-    from albef.reporting.bench import ModelBenchConfig, resolve_preset_name, run_model_bench
+    from albef.workflows.bench import ModelBenchConfig, resolve_preset_name, run_model_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -135,8 +135,8 @@ def register_evaluate(subparsers: Any) -> None:
 
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
-    from albef.engine.run import end_run, train
     from albef.reporting.environment import utc_now_iso
+    from albef.workflows.train import end_run, train
 
     cfg = checked_config(resolve_config(args), args.task_name, args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
@@ -173,7 +173,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from albef.engine.determinism import configure_determinism
     from albef.engine.distributed import World
     from albef.engine.precision import resolve_device, resolve_precision
-    from albef.engine.run import prepare_data
+    from albef.workflows.train import prepare_data
 
     overrides = list(args.overrides)
     if args.output_dir:
@@ -239,13 +239,13 @@ def checked_config(cfg: Any, task: str, name: str | None) -> Any:
 def parity_initial_weights(cfg: Any, checkpoint: str) -> Path:
     """The official NLVR.py start: ``checkpoint`` loaded after ``copy_params``, teachers kept, saved whole.
 
-    The model is built after seeding with ``runtime.seed``, as :func:`albef.engine.run.train` builds it, so
+    The model is built after seeding with ``runtime.seed``, as :func:`albef.workflows.train.train` builds it, so
     the teachers hold the same pre-load weights the run would have had.
     """
     from albef.checkpoint import load_checkpoint
-    from albef.engine.run import seed_everything
     from albef.fileio import atomic_torch_save
     from albef.models.builders import create_model
+    from albef.workflows.train import seed_everything
 
     seed_everything(cfg.runtime.seed)
     model = create_model(cfg.task, cfg.model)
@@ -260,6 +260,10 @@ def load_eval_model(cfg: Any, checkpoint: str) -> Any:
 
     model = create_model(cfg.task, dataclasses.replace(cfg.model, distill=False))
     load_checkpoint(model, cfg.task, checkpoint)
+    if cfg.runtime.compile:
+        from albef.engine.compile import compile_model
+
+        compile_model(model, cfg.runtime.compile_mode)
     return model.eval()
 
 

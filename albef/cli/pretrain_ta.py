@@ -40,8 +40,8 @@ def register(subparsers: Any) -> None:
 def _pretrain_ta(args: argparse.Namespace) -> int:
     from albef.cli.classify_report import print_training, save_report, training_report
     from albef.cli.nlvr import checked_config
-    from albef.engine.run import end_run, train
     from albef.reporting.environment import utc_now_iso
+    from albef.workflows.train import end_run, train
 
     cfg = checked_config(resolve_config(args), "nlvr_pretrain", args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():

@@ -94,7 +94,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from albef.cli.classify_report import save_report, training_report
     from albef.cli.main import AlbefError
     from albef.cli.train import read_metrics, resolve_config, summarise
-    from albef.engine.run import end_run, train, write_summary
+    from albef.workflows.train import end_run, train, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "retrieval":
@@ -150,7 +150,7 @@ def _test_best(cfg: Any, model: Any, best: Path | None) -> Any:
 # -- evaluate ---------------------------------------------------------------------------------------------------
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError
-    from albef.engine.run import end_run
+    from albef.workflows.train import end_run
 
     _check_file(args.checkpoint, "--checkpoint")
     try:
@@ -164,10 +164,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _run_evaluation(args: argparse.Namespace) -> int:
     from albef.checkpoint import load_checkpoint
     from albef.config import load_config
-    from albef.engine.run import prepare_data
+    from albef.engine.compile import compile_model
     from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split
     from albef.models.builders import create_model
     from albef.tasks.data import build_tokenizer, data_path
+    from albef.workflows.train import prepare_data
 
     started, start_time = time.perf_counter(), _now()
     cfg = load_config(args.config, args.overrides)
@@ -181,6 +182,8 @@ def _run_evaluation(args: argparse.Namespace) -> int:
     image_root = Path(args.image_root) if args.image_root else data_path(cfg.data, cfg.data.image_root)
     model = create_model("retrieval", cfg.model).to(precision.device)
     load_checkpoint(model, "retrieval", args.checkpoint)
+    if cfg.runtime.compile:
+        compile_model(model, cfg.runtime.compile_mode)
     settings = _settings(cfg, args)
     tokenizer = build_tokenizer(cfg.data)
     cache, key = _cache(args, cfg, split, image_root, settings, tokenizer)

@@ -68,7 +68,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.run import end_run, train, write_summary
+    from albef.workflows.train import end_run, train, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "pretrain":

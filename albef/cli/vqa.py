@@ -159,7 +159,7 @@ def _options(args: argparse.Namespace, split: str = "test") -> EvalOptions:
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.run import end_run, train
+    from albef.workflows.train import end_run, train
 
     if args.inactive_distill:
         args.overrides = [*args.overrides, "model.alpha=0.0"]
@@ -193,7 +193,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from albef.engine.determinism import configure_determinism
     from albef.engine.distributed import World
     from albef.engine.precision import resolve_device, resolve_precision
-    from albef.engine.run import prepare_data, seed_everything
+    from albef.workflows.train import prepare_data, seed_everything
 
     cfg = resolve_config_for_eval(args)
     if not Path(args.checkpoint).is_file():
@@ -262,6 +262,10 @@ def load_vqa_model(cfg: Any, checkpoint: str) -> Any:
         load_checkpoint(model, "vqa", checkpoint)
     except (CheckpointFormatError, CheckpointMismatchError) as err:  # e.g. a config of another model size
         raise CheckpointError(f"--checkpoint {checkpoint}: {err}") from err
+    if cfg.runtime.compile:
+        from albef.engine.compile import compile_model
+
+        compile_model(model, cfg.runtime.compile_mode)
     return model.eval()
 
 
@@ -402,7 +406,7 @@ def print_throughput(report: Any) -> None:
 def training_summary(output_dir: Path) -> dict[str, Any]:
     """Write and print ``summary.json``: loss over the first and last tenth of the steps, validations."""
     from albef.cli.train import read_metrics, summarise
-    from albef.engine.run import write_summary
+    from albef.workflows.train import write_summary
 
     records = read_metrics(output_dir / "metrics.jsonl")
     summary = summarise([r for r in records if "vqa_loss" in r])  # validation records have no loss

@@ -75,9 +75,11 @@ class ModelConfig:
     """How ITM negatives are drawn from the batch: ``hard`` = the official contrastive hard negatives
     (``softmax`` of the ITC similarities); ``random`` = uniform. The synthetic world uses ``random``: its
     captions are short and generic, so the most similar other caption is usually also true of the image and
-    hard negatives are mostly mislabelled positives (ITM then never leaves chance level). Text-assignment
-    pretraining draws its partner images the same way (``hard``: by image-image similarity, as the official
-    code; ``random``: uniformly)."""
+    hard negatives are mostly mislabelled positives (ITM then never leaves chance level)."""
+    ta_partners: Literal["hard", "random"] = "hard"
+    """How text-assignment pretraining (``nlvr_pretrain``) draws each caption's partner images: ``hard`` = by
+    image-image similarity, as the official code; ``random`` = uniformly among the batch's other images (the
+    synthetic world, for the same reason as ``itm_negatives``)."""
 
 
 @dataclass
@@ -164,13 +166,20 @@ class RuntimeConfig:
     seed: int = 42
     output_dir: str = "runs/default"
     compile: bool = False
-    channels_last: bool = False
+    """``torch.compile`` the image encoders and every text/fusion layer (students and teachers) before the run
+    (``albef.engine.compile``); parameter names and checkpoints are unchanged."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        "default"
+    )
+    """The ``torch.compile`` mode used with ``compile: true``."""
     deterministic: bool | None = None
     """Deterministic algorithms (``albef.engine.determinism``): bit-identical repeats of a run at any fixed
     thread count, and exact resume. ``None``: on for CPU runs, off on CUDA; ``true`` on CUDA also sets the
     cuBLAS workspace and deterministic attention kernels, and an op with no deterministic kernel is an
     error that names it."""
     log_every: int = 50
+    """Without a progress bar (``--no-progress``, or on ranks other than 0's file logs), print one status line
+    every N optimizer steps to stderr (0: never). ``metrics.jsonl`` records every step regardless."""
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at epoch end)."""
     keep_last: int = 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
-import subprocess
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, cast
@@ -54,24 +54,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def git_revision(cwd: str | os.PathLike[str] | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``None`` outside git."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=5
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev
 
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[Path]:
@@ -149,3 +131,49 @@ def resolve_resume(
     if resume == "auto":
         return newest_readable_checkpoint(Path(output_dir) / CHECKPOINT_DIR)
     return Path(resume), load_training_checkpoint(resume)
+
+
+def check_fits(path: Path, payload: dict[str, Any], model: torch.nn.Module, task: str) -> None:
+    """Refuse, in one line, a training checkpoint of another task or another model shape.
+
+    Raises:
+        CheckpointError: Naming the file, the task or the first differing key.
+    """
+    saved_task = (payload.get("config") or {}).get("task")
+    if saved_task is not None and saved_task != task:
+        raise CheckpointError(
+            f"{path}: a checkpoint of task {saved_task!r}; this run is {task!r} (--resume continues the same "
+            "run; to start from its weights use --checkpoint)"
+        )
+    mine, theirs = model.state_dict(), payload["model"]
+    missing = [k for k in mine if k not in theirs]
+    unexpected = [k for k in theirs if k not in mine]
+    shapes = [
+        f"{k} {tuple(theirs[k].shape)} here {tuple(v.shape)}"
+        for k, v in mine.items()
+        if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        first = (shapes or missing or unexpected)[0]
+        raise CheckpointError(
+            f"{path}: written for another model ({len(missing)} keys missing, {len(unexpected)} unexpected, "
+            f"{len(shapes)} of another shape; first: {first}); resume with the config it was written with"
+        )
+
+
+def set_aside_later_checkpoints(resumed: Path, directory: Path, step: int) -> None:
+    """Resuming a run from an older checkpoint of its own: its later ones move to ``directory/superseded/``,
+    so that ``--resume auto`` cannot pick the abandoned line up again."""
+    if resumed.resolve().parent != directory.resolve():
+        return
+    later = [p for p in list_checkpoints(directory) if checkpoint_step(p) > step]
+    if not later:
+        return
+    aside = directory / "superseded"
+    aside.mkdir(exist_ok=True)
+    for path in later:
+        shutil.move(str(path), aside / path.name)
+    print(
+        f"albef: resuming from step {step}: moved {len(later)} later checkpoint(s) to {aside}",
+        file=sys.stderr,
+    )

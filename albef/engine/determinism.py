@@ -20,8 +20,10 @@ where deterministic kernels can be markedly slower.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -108,3 +110,15 @@ def explain_nondeterministic_op(err: RuntimeError) -> str | None:
         f"{match.group(1)} has no deterministic implementation on this device, and runtime.deterministic "
         "is on; set runtime.deterministic=false to run with the non-deterministic kernel"
     )
+
+
+@contextlib.contextmanager
+def naming_nondeterministic_ops() -> Iterator[None]:
+    """Turn torch's error for an op without a deterministic kernel into a one-line config error."""
+    try:
+        yield
+    except RuntimeError as err:
+        message = explain_nondeterministic_op(err)
+        if message is None:
+            raise
+        raise NondeterministicOpError(message) from err

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import Tensor
+
+from albef.reporting.measure import run_peak_memory
 
 
 class MetricsLog:
@@ -55,3 +61,25 @@ class MetricsLog:
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+def step_record(
+    step: int, epoch: int, outputs: Mapping[str, Tensor], lr: float, alpha: float, items: int
+) -> dict[str, float]:
+    """The numbers of one optimizer step: every objective output (batch mean), their ``loss`` sum, lr, alpha."""
+    record: dict[str, float] = {"step": step, "epoch": epoch}
+    for name, value in outputs.items():
+        record[name] = float(value.detach().float().mean())
+    record["loss"] = sum(v for k, v in record.items() if k.endswith("_loss"))
+    record.update(lr=lr, alpha=alpha)
+    return record
+
+
+def step_timing(items: int, data_time: float, step_time: float, device: torch.device) -> dict[str, float]:
+    """How the host ran one step: samples/s (``items`` over every rank), data and step time, run peak memory."""
+    return {
+        "samples_per_s": items / max(step_time, 1e-9),
+        "data_time": data_time,
+        "step_time": step_time,
+        "peak_memory_mb": run_peak_memory(device).mib,
+    }

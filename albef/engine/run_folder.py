@@ -37,15 +37,18 @@ from albef.fileio import atomic_write_json
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 IDENTITY_EXEMPT = (
+    "optim.max_steps",
     "runtime.output_dir",
     "runtime.checkpoint_every",
     "runtime.keep_last",
+    "runtime.log_every",
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",
 )
-"""Config keys that decide where and how often files are written or how data is loaded, never the numbers:
-changing them does not make another run."""
+"""Config keys that decide where the run stops, where and how often files are written or how data is loaded:
+changing them does not make another run. ``optim.max_steps`` is a stopping point, so ``--resume auto
+--max-steps N`` carries a run further (its lr schedule is then computed over the new total)."""
 
 RUN_OUTPUTS = ("metrics.jsonl", "best.pt", "summary.json")
 """Files that show a run took steps (with any ``checkpoints/step-*.pt``). A folder holding only ``run.json`` and

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,13 +28,16 @@ from albef.config.schema import ExperimentConfig
 from albef.data.images import SkippedImages
 from albef.data.loaders import set_epoch
 from albef.engine import checkpointing as ckpt
-from albef.engine.determinism import NondeterministicOpError, explain_nondeterministic_op
+from albef.engine.determinism import naming_nondeterministic_ops
+from albef.engine.display import StepDisplay
 from albef.engine.distributed import World, all_gather_object
-from albef.engine.metrics_log import MetricsLog
+from albef.engine.metrics_log import MetricsLog, step_record, step_timing
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
-from albef.errors import CheckpointError, NonFiniteLossError, RunInterrupted
+from albef.engine.stopping import StopSignals
+from albef.errors import NonFiniteLossError, RunInterrupted
 from albef.fileio import atomic_torch_save
+from albef.reporting.environment import git_revision
 from albef.version import __version__
 
 Objective = Callable[[nn.Module, Any, float], dict[str, Tensor]]
@@ -83,26 +84,6 @@ class TrainResult:
     """The distinct image files skipped under ``data.bad_images: skip`` (every rank's)."""
     validation: list[dict[str, float]] = field(default_factory=list)
     best_checkpoint: Path | None = None
-
-
-@contextlib.contextmanager
-def _naming_nondeterministic_ops() -> Iterator[None]:
-    """Turn torch's error for an op without a deterministic kernel into a one-line config error."""
-    try:
-        yield
-    except RuntimeError as err:
-        message = explain_nondeterministic_op(err)
-        if message is None:
-            raise
-        raise NondeterministicOpError(message) from err
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class Trainer:
@@ -162,7 +143,9 @@ class Trainer:
         self.state = TrainState()
         self.skipped = SkippedImages()
         self.sync = synchronize(precision.device)
-        self._stop_signal: int | None = None
+        self.stop = StopSignals(announce=self.world.is_main)
+        log_every = cfg.runtime.log_every if self.world.is_main else 0
+        self.display = StepDisplay(self.show_progress, log_every, self.total_steps)
         self._last_checkpoint: Path | None = None
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -176,7 +159,7 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "rng_per_rank": rng_per_rank,
             "config": to_dict(self.cfg),
-            "git": ckpt.git_revision(),
+            "git": git_revision(),
             "albef_version": __version__,
         }
 
@@ -199,7 +182,7 @@ class Trainer:
         already-read content)."""
         if payload is None:
             payload = ckpt.load_training_checkpoint(path)
-        self._check_fits(Path(path), payload)
+        ckpt.check_fits(Path(path), payload, self.model, self.cfg.task)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scaler is not None and payload.get("scaler") is not None:
@@ -208,66 +191,6 @@ class Trainer:
         per_rank = payload.get("rng_per_rank") or [payload["rng"]]
         same_world = len(per_rank) == self.world.world_size
         ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
-
-    def _check_fits(self, path: Path, payload: dict[str, Any]) -> None:
-        """Refuse, in one line, a checkpoint of another task or another model shape."""
-        task = (payload.get("config") or {}).get("task")
-        if task is not None and task != self.cfg.task:
-            raise CheckpointError(
-                f"{path}: a checkpoint of task {task!r}; this run is {self.cfg.task!r} (--resume continues the "
-                "same run; to start from its weights use --checkpoint)"
-            )
-        mine, theirs = self.model.state_dict(), payload["model"]
-        missing = [k for k in mine if k not in theirs]
-        unexpected = [k for k in theirs if k not in mine]
-        shapes = [
-            f"{k} {tuple(theirs[k].shape)} here {tuple(v.shape)}"
-            for k, v in mine.items()
-            if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)
-        ]
-        if missing or unexpected or shapes:
-            first = (shapes or missing or unexpected)[0]
-            raise CheckpointError(
-                f"{path}: written for another model ({len(missing)} keys missing, {len(unexpected)} unexpected, "
-                f"{len(shapes)} of another shape; first: {first}); resume with the config it was written with"
-            )
-
-    # -- signals -------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _stopping_on_signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM ask the loop to stop at the next step boundary with a checkpoint; a second
-        SIGINT interrupts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def ask_to_stop(signum: int, frame: Any) -> None:
-            if self._stop_signal is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            if self.world.is_main:
-                print(
-                    f"albef: {signal.Signals(signum).name} received: stopping after this step with a checkpoint "
-                    "(Ctrl-C again to stop at once)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop_requested(self) -> int | None:
-        """The signal that asked to stop on any rank (every rank must call it at the same step)."""
-        if not self.world.distributed:
-            return self._stop_signal
-        flag = torch.tensor([float(self._stop_signal or 0)], device=self.precision.device)
-        # Ranks may have seen the signal a step apart: agree on stopping now (the largest number wins).
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return int(flag.item()) or None
 
     def _stop_now(self, signum: int) -> None:
         """Checkpoint the step just finished (unless it already is) and raise :class:`RunInterrupted`."""
@@ -279,26 +202,6 @@ class Trainer:
             f"stopped by {signal.Signals(signum).name} after step {self.state.global_step}; checkpoint "
             f"{path or self.output_dir / ckpt.CHECKPOINT_DIR / name}; continue with --resume auto",
             signum,
-        )
-
-    def _set_aside_later_checkpoints(self, resumed: Path) -> None:
-        """Resuming this run from an older checkpoint: its later ones move to ``checkpoints/superseded/``."""
-        directory = self.output_dir / ckpt.CHECKPOINT_DIR
-        if not self.world.is_main or resumed.resolve().parent != directory.resolve():
-            return
-        later = [
-            p for p in ckpt.list_checkpoints(directory) if ckpt.checkpoint_step(p) > self.state.global_step
-        ]
-        if not later:
-            return
-        aside = directory / "superseded"
-        aside.mkdir(exist_ok=True)
-        for path in later:
-            shutil.move(str(path), aside / path.name)
-        print(
-            f"albef: resuming from step {self.state.global_step}: moved {len(later)} later checkpoint(s) to "
-            f"{aside}",
-            file=sys.stderr,
         )
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -356,8 +259,11 @@ class Trainer:
             path, payload = found
             self.resume(path, payload)
             self._last_checkpoint = path
-            self._set_aside_later_checkpoints(path)
-        with self._stopping_on_signals():
+            if self.world.is_main:
+                ckpt.set_aside_later_checkpoints(
+                    path, self.output_dir / ckpt.CHECKPOINT_DIR, self.state.global_step
+                )
+        with self.stop.listening():
             return self._fit(path)
 
     def _fit(self, path: Path | None) -> TrainResult:
@@ -418,7 +324,8 @@ class Trainer:
 
     def _run_epoch(self, log: MetricsLog, result: TrainResult, validate: bool = False) -> Path | None:
         accum = self.cfg.optim.accum_steps
-        bar = self._progress_bar()
+        remaining = min(self.steps_per_epoch, self.total_steps - self.state.global_step)
+        self.display.start_epoch(self.state.epoch, remaining, self.state.batch_in_epoch // accum)
         saved: Path | None = None
         tic = time.perf_counter()
         # A trailing micro-batch that cannot complete an accumulation group is skipped (like drop_last), so
@@ -436,28 +343,26 @@ class Trainer:
             set_lr(self.optimizer, lr)
             self.skipped.extend(batch.skipped)
             step_now = (it + 1) % accum == 0
-            with _naming_nondeterministic_ops():
+            with naming_nondeterministic_ops():
                 outputs = self._forward_backward(batch, alpha, sync_grads=step_now)
             self.state.batch_in_epoch += 1
             if not step_now:
                 tic = time.perf_counter()
                 continue
-            with _naming_nondeterministic_ops():
+            with naming_nondeterministic_ops():
                 self._optimizer_step()
             self.sync()
             self.state.global_step += 1
-            record = self._record(outputs, lr, alpha, len(batch), data_time, time.perf_counter() - tic)
+            items = len(batch) * self.cfg.optim.accum_steps * self.world.world_size
+            record = step_record(self.state.global_step, self.state.epoch, outputs, lr, alpha, items)
+            record.update(step_timing(items, data_time, time.perf_counter() - tic, self.precision.device))
             result.history.append(record)
             log.write(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    {k: f"{v:.3f}" for k, v in record.items() if k.endswith("_loss")}, refresh=False
-                )
+            self.display.step(record)
             every = self.cfg.runtime.checkpoint_every
             if every and self.state.global_step % every == 0 and not self._done():
                 saved = self.save_checkpoint() or saved
-            signum = self._stop_requested()
+            signum = self.stop.requested(self.world, self.precision.device)
             if signum is not None:
                 if self.state.batch_in_epoch >= usable:  # the epoch's last step: resume starts the next
                     self.state.epoch += 1
@@ -466,52 +371,10 @@ class Trainer:
             if self._done():
                 break
             tic = time.perf_counter()
-        if bar is not None:
-            bar.close()
+        self.display.end_epoch()
         if self.state.batch_in_epoch >= usable:
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
             if validate:  # the checkpoint follows the validation, so it records the best epoch
                 return saved
         return self.save_checkpoint() or saved
-
-    def _record(
-        self,
-        outputs: dict[str, Tensor],
-        lr: float,
-        alpha: float,
-        batch_size: int,
-        data_time: float,
-        step_time: float,
-    ) -> dict[str, float]:
-        record: dict[str, float] = {"step": self.state.global_step, "epoch": self.state.epoch}
-        for name, value in outputs.items():
-            record[name] = float(value.detach().float().mean())
-        record["loss"] = sum(v for k, v in record.items() if k.endswith("_loss"))
-        items = batch_size * self.cfg.optim.accum_steps * self.world.world_size
-        record.update(
-            lr=lr,
-            alpha=alpha,
-            samples_per_s=items / max(step_time, 1e-9),
-            data_time=data_time,
-            step_time=step_time,
-            peak_memory_mb=_peak_memory_mb(self.precision.device),
-        )
-        return record
-
-    def _progress_bar(self) -> Any:
-        if not self.show_progress:
-            return None
-        from tqdm import tqdm
-
-        remaining = min(self.steps_per_epoch, self.total_steps - self.state.global_step)
-        done = self.state.batch_in_epoch // self.cfg.optim.accum_steps
-        return tqdm(
-            total=remaining + done,
-            initial=done,
-            desc=f"epoch {self.state.epoch}",
-            unit="step",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=False,
-        )

@@ -31,7 +31,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from albef.checkpoint.io import atomic_torch_save
 from albef.data.collate import collate_images
 from albef.data.datasets import RetrievalEvalImages, resolve_image, retrieval_eval_texts
 from albef.data.loaders import build_loader
@@ -39,6 +38,7 @@ from albef.data.records import RetrievalEvalSet
 from albef.data.tokenizer import TextTokenizer
 from albef.data.transforms import build_test_transform
 from albef.engine.precision import Precision
+from albef.fileio import atomic_torch_save
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import BertLayer
 from albef.progress import track

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from albef.checkpoint.io import atomic_write
 from albef.config.schema import BadImageMode
 from albef.data.collate import TextPolicy, VQABatch, VQACollator
 from albef.data.datasets import VQADataset
@@ -43,6 +42,7 @@ from albef.evaluation.vqa_eval import (
     check_question_ids,
     vqa_accuracy,
 )
+from albef.fileio import atomic_write
 from albef.models.vqa import ALBEFVQA, AnswerScoring
 from albef.progress import track
 from albef.reporting.measure import StageTimer

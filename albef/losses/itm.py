@@ -14,6 +14,7 @@ ALBEF#18) when every other sample of the local batch shows the same image. Our d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ def _draw(weights: Tensor, exclude: Tensor, generator: torch.Generator | None) -
     return out
 
 
-def _draw_parity(weights: Tensor, exclude: Tensor) -> Tensor:
+def _draw_in_order(weights: Tensor, exclude: Tensor) -> Tensor:
     """One ``multinomial(row, 1)`` call per row on the default generator, in the official order."""
     weights, has_valid = _fix_rows(weights, exclude)
     picks = [
@@ -80,24 +81,32 @@ def sample_negatives(
     weights_i2t: Tensor,
     exclude: Tensor,
     generator: torch.Generator | None = None,
-    parity: bool = False,
 ) -> NegativeSamples:
-    """Draw one negative image per text and one negative text per image.
+    """Draw one negative image per text and one negative text per image, one ``multinomial`` call per side.
 
     Args:
         weights_t2i: (B, B) weights over images for each text (from :func:`negative_weights`).
         weights_i2t: (B, B) weights over texts for each image.
         exclude: (B, B) boolean mask of forbidden entries (the same for both directions).
-        generator: Optional generator for the vectorised draw.
-        parity: Draw row by row on the default generator, images for texts first, as the official code (the
-            drawn indices then equal the official ones for the same seed).
+        generator: Optional generator of the draw.
 
     Returns:
         :class:`NegativeSamples`.
     """
-    if parity:
-        return NegativeSamples(_draw_parity(weights_t2i, exclude), _draw_parity(weights_i2t, exclude))
     return NegativeSamples(_draw(weights_t2i, exclude, generator), _draw(weights_i2t, exclude, generator))
+
+
+@torch.no_grad()
+def sample_negatives_in_order(weights_t2i: Tensor, weights_i2t: Tensor, exclude: Tensor) -> NegativeSamples:
+    """:func:`sample_negatives` as the official code draws: row by row on the default generator, images for
+    texts first, so the indices equal the official ones for the same seed (what the reference checks inject;
+    a :data:`Sampler`)."""
+    return NegativeSamples(_draw_in_order(weights_t2i, exclude), _draw_in_order(weights_i2t, exclude))
+
+
+Sampler = Callable[[Tensor, Tensor, Tensor], NegativeSamples]
+"""``(weights_t2i, weights_i2t, exclude) -> NegativeSamples``: :func:`sample_negatives` or
+:func:`sample_negatives_in_order`."""
 
 
 def itm_loss(pos_logits: Tensor, neg_logits: Tensor) -> Tensor:

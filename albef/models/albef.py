@@ -59,6 +59,8 @@ class ContrastiveALBEF(nn.Module):
         queue_size: Number of queued momentum features.
         momentum: EMA coefficient of the teachers.
         with_idx: Keep image ids in the queue (retrieval finetuning).
+        distill: Mix the teachers' similarities into the ITC targets (the objectives read it; the teachers
+            always exist, since the queues hold their features).
     """
 
     momentum_names: tuple[str, ...] = ("visual_encoder", "vision_proj", "text_encoder", "text_proj")
@@ -76,8 +78,10 @@ class ContrastiveALBEF(nn.Module):
         queue_size: int,
         momentum: float,
         with_idx: bool = False,
+        distill: bool = True,
     ) -> None:
         super().__init__()
+        self.distill = distill
         vision_width = visual_encoder.embed_dim
         text_width = text_encoder.embeddings.word_embeddings.embedding_dim
         self.visual_encoder = visual_encoder

@@ -61,6 +61,7 @@ def pretrain_model(cfg: ModelConfig) -> ALBEFPretrain:
         temp=cfg.temp,
         queue_size=cfg.queue_size,
         momentum=cfg.momentum,
+        distill=cfg.distill,
     )
 
 
@@ -74,6 +75,7 @@ def retrieval_model(cfg: ModelConfig) -> ALBEFRetrieval:
         temp=cfg.temp,
         queue_size=cfg.queue_size,
         momentum=cfg.momentum,
+        distill=cfg.distill,
     )
 
 

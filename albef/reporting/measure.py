@@ -141,9 +141,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_FOLDED_PEAK_MIB: dict[int, float] = {}
+"""Per CUDA device: the largest peak of the windows closed so far by :func:`reset_peak_memory`."""
+
+
 def reset_peak_memory(device: torch.device) -> None:
-    """Start a new CUDA peak-memory window (the CPU's process peak RSS cannot be reset)."""
+    """Start a new CUDA peak-memory window, so a stage's peak is its own (the CPU's process peak RSS cannot be
+    reset). The closed window's peak is kept for :func:`run_peak_memory`."""
     if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        window = torch.cuda.max_memory_allocated(device) / MIB
+        _FOLDED_PEAK_MIB[index] = max(_FOLDED_PEAK_MIB.get(index, 0.0), window)
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -158,6 +166,16 @@ def peak_memory(device: torch.device) -> PeakMemory:
     if device.type == "cuda":
         return PeakMemory("cuda_max_allocated", torch.cuda.max_memory_allocated(device) / MIB)
     return PeakMemory("process_peak_rss", process_peak_rss_mib())
+
+
+def run_peak_memory(device: torch.device) -> PeakMemory:
+    """The process's peak so far, whatever stage windows :func:`reset_peak_memory` opened in between (what a
+    training run reports: a validation's per-stage resets do not truncate it)."""
+    current = peak_memory(device)
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return PeakMemory(current.kind, max(current.mib, _FOLDED_PEAK_MIB.get(index, 0.0)))
+    return current
 
 
 # -- clocks -------------------------------------------------------------------------------------------------
@@ -217,7 +235,6 @@ class StageTimer:
         self.device = device
         self.warmup = warmup
         self._records: dict[str, _Record] = {}
-        self._run_peak_mib = 0.0
 
     @contextlib.contextmanager
     def stage(
@@ -245,9 +262,7 @@ class StageTimer:
         record.samples_s.append(elapsed.seconds)
         record.items.append(items)
         if self.device.type == "cuda":
-            peak = peak_memory(self.device).mib
-            record.peak_mib = max(record.peak_mib or 0.0, peak)
-            self._run_peak_mib = max(self._run_peak_mib, peak)
+            record.peak_mib = max(record.peak_mib or 0.0, peak_memory(self.device).mib)
 
     def measure(
         self,
@@ -303,8 +318,5 @@ class StageTimer:
         return {name: self.stage_stats(name) for name, rec in self._records.items() if rec.samples_s}
 
     def peak_memory(self) -> PeakMemory:
-        """Peak memory of the run so far: the largest CUDA stage peak and the current window, or peak RSS."""
-        current = peak_memory(self.device)
-        if self.device.type == "cuda":
-            return PeakMemory(current.kind, max(current.mib, self._run_peak_mib))
-        return current
+        """Peak memory of the run so far (:func:`run_peak_memory`)."""
+        return run_peak_memory(self.device)

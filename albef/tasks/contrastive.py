@@ -15,7 +15,7 @@ from torch import Tensor
 from albef.data.tokenizer import TokenBatch
 from albef.engine.distributed import all_gather_cat
 from albef.losses import contrastive_targets, itc_loss, itm_loss, negative_weights, sample_negatives
-from albef.losses.itm import NegativeSamples, exclusion_mask
+from albef.losses.itm import NegativeSamples, Sampler, exclusion_mask
 from albef.models.albef import ContrastiveALBEF, ImageEncoding, TextEncoding
 
 NEGATIVE_STRATEGIES = ("hard", "random")
@@ -75,8 +75,8 @@ def draw_negatives(
     sim_i2t: Tensor,
     sim_t2i: Tensor,
     idx: Tensor | None = None,
-    parity: bool = False,
     strategy: str = "hard",
+    sample: Sampler = sample_negatives,
 ) -> NegativeSamples:
     """ITM negatives among the first B columns (the local momentum batch) of the ITC similarities.
 
@@ -84,10 +84,11 @@ def draw_negatives(
         sim_i2t: Image-to-text ITC similarities (B, B + K).
         sim_t2i: Text-to-image ITC similarities (B, B + K).
         idx: Image ids: samples of the same image are never negatives of each other.
-        parity: Draw row by row on the default generator, as the official code.
         strategy: ``hard`` (the official sampling, weights ``softmax(sim)``) or ``random`` (uniform over the
             valid entries: for data where the most similar other caption is often also true of the image,
             see ``ModelConfig.itm_negatives``).
+        sample: How the draw is made: :func:`~albef.losses.itm.sample_negatives`, or the reference checks'
+            :func:`~albef.losses.itm.sample_negatives_in_order`.
     """
     batch = sim_i2t.shape[0]
     exclude = exclusion_mask(batch, idx, device=sim_i2t.device)
@@ -95,10 +96,10 @@ def draw_negatives(
     with torch.no_grad():
         if strategy == "random":
             uniform = (~exclude).float()
-            return sample_negatives(uniform, uniform, exclude, parity=parity)
+            return sample(uniform, uniform, exclude)
         w_t2i = negative_weights(sim_t2i[:, :batch], exclude)
         w_i2t = negative_weights(sim_i2t[:, :batch], exclude)
-    return sample_negatives(w_t2i, w_i2t, exclude, parity=parity)
+    return sample(w_t2i, w_i2t, exclude)
 
 
 def itm_with_negatives(

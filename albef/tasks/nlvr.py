@@ -131,8 +131,7 @@ class TextAssignmentObjective:
 
     Args:
         partners: ``hard`` (official): partners drawn by image-image similarity (:func:`partner_weights`);
-            ``random``: uniformly among the other images of the batch, the TA counterpart of
-            ``model.itm_negatives: random`` for captions so generic that a similar image is often also
+            ``random``: uniformly among the other images of the batch (``model.ta_partners``), for captions so generic that a similar image is often also
             described by them (the label would then be wrong). The draws are the same calls either way.
     """
 
@@ -164,7 +163,7 @@ class TextAssignmentTask(PretrainTask):
     the objective differs, and the TA model has no teachers or queue."""
 
     def objective(self) -> Objective:
-        return TextAssignmentObjective(self.cfg.model.itm_negatives)  # type: ignore[return-value]
+        return TextAssignmentObjective(self.cfg.model.ta_partners)  # type: ignore[return-value]
 
     def check_model(self, model: nn.Module, global_batch: int) -> None:
         if self.cfg.data.batch_size_train < TA_MIN_BATCH:

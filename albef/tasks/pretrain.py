@@ -19,7 +19,7 @@ from albef.data.tokenizer import TextTokenizer
 from albef.data.transforms import PRETRAIN_CROP_SCALE
 from albef.engine.trainer import Objective
 from albef.losses import mask_tokens, mlm_loss
-from albef.losses.itm import NegativeSamples
+from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFPretrain
 from albef.tasks.base import TASKS, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
@@ -34,20 +34,22 @@ class PretrainObjective:
     Args:
         tokenizer: Gives the special ids and the vocabulary size for masking.
         mlm_probability: Token selection probability.
-        distill: Use the momentum teacher's soft targets.
-        parity: Draw negatives row by row on the default generator as the official code.
         legacy_mlm_axis: MLM distillation over the sequence axis (the released 2021 checkpoints).
         itm_negatives: ``hard`` (official) or ``random`` ITM negatives (see :func:`draw_negatives`).
+        sample: How the negatives are drawn (:func:`~albef.losses.itm.sample_negatives`; the reference checks
+            inject the official order).
+
+    Distillation follows the model (``model.distill``, from ``model.distill`` of the config), the one place
+    that decides it.
     """
 
     def __init__(
         self,
         tokenizer: TextTokenizer,
         mlm_probability: float = 0.15,
-        distill: bool = True,
-        parity: bool = False,
         legacy_mlm_axis: bool = False,
         itm_negatives: str = "hard",
+        sample: Sampler = sample_negatives,
     ) -> None:
         self.mask_id, self.pad_id, self.cls_id = (
             tokenizer.mask_token_id,
@@ -56,8 +58,7 @@ class PretrainObjective:
         )
         self.vocab_size = tokenizer.vocab_size
         self.mlm_probability = mlm_probability
-        self.distill = distill
-        self.parity = parity
+        self.sample = sample
         self.legacy_mlm_axis = legacy_mlm_axis
         self.itm_negatives = itm_negatives
 
@@ -65,12 +66,14 @@ class PretrainObjective:
         """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
         with torch.no_grad():
             model.temp.clamp_(*TEMP_RANGE)
-        step = contrastive_step(model, batch.image, batch.text, alpha, self.draw, distill=self.distill)
+        step = contrastive_step(model, batch.image, batch.text, alpha, self.draw, distill=model.distill)
         ids, mask = batch.text.input_ids, batch.text.attention_mask
         masked, labels = mask_tokens(
             ids, self.vocab_size, self.mask_id, self.pad_id, self.cls_id, self.mlm_probability
         )
-        mlm = self.mlm(model, masked, labels, mask, step.image.embeds, step.image_m.embeds, alpha)
+        mlm = self.mlm(
+            model, masked, labels, mask, step.image.embeds, step.image_m.embeds, alpha, model.distill
+        )
         return {
             "itc_loss": step.itc.loss,
             "itm_loss": step.itm_loss,
@@ -79,8 +82,8 @@ class PretrainObjective:
         }
 
     def draw(self, itc: ITCResult) -> NegativeSamples:
-        """ITM negatives from the ITC similarities (``model.itm_negatives``; row by row in parity mode)."""
-        return draw_negatives(itc.sim_i2t, itc.sim_t2i, parity=self.parity, strategy=self.itm_negatives)
+        """ITM negatives from the ITC similarities (``model.itm_negatives``, drawn by ``sample``)."""
+        return draw_negatives(itc.sim_i2t, itc.sim_t2i, strategy=self.itm_negatives, sample=self.sample)
 
     def mlm(
         self,
@@ -91,9 +94,10 @@ class PretrainObjective:
         image_embeds: Tensor,
         image_embeds_m: Tensor,
         alpha: float,
+        distill: bool = True,
     ) -> Tensor:
         """MLM loss with the teacher's soft targets (teacher pass first, as the official order)."""
-        teacher = model.mlm_logits_m(masked, mask, image_embeds_m) if self.distill else None
+        teacher = model.mlm_logits_m(masked, mask, image_embeds_m) if distill else None
         logits = model.mlm_logits(masked, mask, image_embeds)
         return mlm_loss(logits, labels, teacher, alpha, self.legacy_mlm_axis)
 
@@ -112,7 +116,6 @@ class PretrainTask(Task):
         return PretrainObjective(  # type: ignore[return-value]  # narrower model/batch types
             self.tokenizer,
             self.cfg.model.mlm_probability,
-            distill=self.cfg.model.distill,
             itm_negatives=self.cfg.model.itm_negatives,
         )
 

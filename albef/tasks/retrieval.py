@@ -25,7 +25,7 @@ from albef.data.formats import read_retrieval_train
 from albef.engine.distributed import World, is_distributed
 from albef.engine.precision import resolve_precision
 from albef.engine.trainer import EpochEvaluator, Objective
-from albef.losses.itm import NegativeSamples
+from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFRetrieval
 from albef.tasks.base import TASKS, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
@@ -39,15 +39,16 @@ class RetrievalObjective:
     """Computes the two retrieval losses for one batch.
 
     Args:
-        distill: Mix the momentum teacher's similarities into the ITC targets.
-        parity: Draw negatives row by row on the default generator, in the official order.
         itm_negatives: ``hard`` (official) or ``random`` ITM negatives (``model.itm_negatives``).
+        sample: How the negatives are drawn (:func:`~albef.losses.itm.sample_negatives`; the reference checks
+            inject the official order).
+
+    Distillation follows the model (``model.distill``).
     """
 
-    def __init__(self, distill: bool = True, parity: bool = False, itm_negatives: str = "hard") -> None:
-        self.distill = distill
-        self.parity = parity
+    def __init__(self, itm_negatives: str = "hard", sample: Sampler = sample_negatives) -> None:
         self.itm_negatives = itm_negatives
+        self.sample = sample
 
     def __call__(self, model: ALBEFRetrieval, batch: RetrievalBatch, alpha: float) -> dict[str, Tensor]:
         """Losses ``itc_loss`` and ``itm_loss``, and the logged ``temp``."""
@@ -58,7 +59,7 @@ class RetrievalObjective:
             alpha,
             self.draw_for(batch.idx),
             idx=batch.idx,
-            distill=self.distill,
+            distill=model.distill,
         )
         return {"itc_loss": step.itc.loss, "itm_loss": step.itm_loss, "temp": model.temp.detach()}
 
@@ -67,7 +68,7 @@ class RetrievalObjective:
 
         def draw(itc: ITCResult) -> NegativeSamples:
             return draw_negatives(
-                itc.sim_i2t, itc.sim_t2i, idx, parity=self.parity, strategy=self.itm_negatives
+                itc.sim_i2t, itc.sim_t2i, idx, strategy=self.itm_negatives, sample=self.sample
             )
 
         return draw
@@ -94,7 +95,7 @@ class RetrievalTask(Task):
 
     def objective(self) -> Objective:
         return RetrievalObjective(  # type: ignore[return-value]  # narrower model/batch types
-            distill=self.cfg.model.distill, itm_negatives=self.cfg.model.itm_negatives
+            itm_negatives=self.cfg.model.itm_negatives
         )
 
     def epoch_evaluator(self) -> EpochEvaluator | None:

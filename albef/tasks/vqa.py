@@ -88,12 +88,12 @@ class VQAObjective:
 
     Args:
         pad_id: Padding id of the answers (no loss on it).
-        distill: Use the momentum teacher's soft targets (the model must have teachers).
+
+    Distillation follows the model (``model.distill``: built with teachers or not).
     """
 
-    def __init__(self, pad_id: int, distill: bool = True) -> None:
+    def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
-        self.distill = distill
 
     def __call__(self, model: ALBEFVQA, batch: VQABatch, alpha: float) -> dict[str, Tensor]:
         """``{"vqa_loss": scalar}``; with distillation, one EMA step of the teachers happens first."""
@@ -104,7 +104,7 @@ class VQAObjective:
         owner = torch.arange(len(batch.k), device=states.device).repeat_interleave(
             torch.tensor(batch.k, device=states.device)
         )  # question of each answer row
-        teacher = self.teacher_logits(model, batch, owner) if self.distill else None
+        teacher = self.teacher_logits(model, batch, owner) if model.distill else None
         logits = model.decoder_logits(
             answer.input_ids, answer.attention_mask, states[owner], question.attention_mask[owner]
         )[:, :-1]
@@ -212,7 +212,7 @@ class VQATask(Task):
         return VQACollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))
 
     def objective(self) -> Objective:
-        objective = VQAObjective(self.tokenizer.pad_token_id, distill=self.cfg.model.distill)
+        objective = VQAObjective(self.tokenizer.pad_token_id)
         return objective  # type: ignore[return-value]  # narrower model/batch types
 
     def epoch_evaluator(self) -> EpochEvaluator | None:

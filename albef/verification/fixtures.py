@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from albef.checkpoint.convert import model_config_from_official
 from albef.checkpoint.layout import official_to_ours
-from albef.config.schema import ModelConfig, TextConfig
+from albef.config.schema import ModelConfig, TextConfig, VisionConfig
 from albef.models.builders import create_model, two_image_layers
 
 FIXTURE_TASKS: dict[str, str] = {
@@ -31,6 +30,51 @@ FIXTURE_TASKS: dict[str, str] = {
 """Fixture kind (the file's ``meta['model']``) -> the task model of ``albef.models.create_model``."""
 
 REQUIRED_KEYS = ("config", "state_dict", "inputs", "outputs")
+
+
+def model_config_from_official(config: Mapping[str, Any]) -> ModelConfig:
+    """Our :class:`ModelConfig` from an official-style config dict (a fixture's ``config``).
+
+    Reads ``image_res``, ``embed_dim``, ``temp``, ``queue_size``, ``momentum``, ``distill``, the ViT sizes
+    under ``vit`` (default ViT-B/16) and the BERT config under ``bert_config``.
+    """
+    bert, vit = config["bert_config"], config.get("vit", {})
+    vision = VisionConfig(
+        image_res=int(config["image_res"]),
+        patch_size=int(vit.get("patch_size", 16)),
+        width=int(vit.get("embed_dim", config.get("vision_width", 768))),
+        depth=int(vit.get("depth", 12)),
+        num_heads=int(vit.get("num_heads", 12)),
+        mlp_ratio=float(vit.get("mlp_ratio", 4.0)),
+        qkv_bias=bool(vit.get("qkv_bias", True)),
+        layer_norm_eps=float(vit.get("ln_eps", 1e-6)),
+    )
+    text = TextConfig(
+        vocab_size=int(bert["vocab_size"]),
+        hidden_size=int(bert["hidden_size"]),
+        num_layers=int(bert["num_hidden_layers"]),
+        num_heads=int(bert["num_attention_heads"]),
+        intermediate_size=int(bert["intermediate_size"]),
+        fusion_layer=int(bert["fusion_layer"]),
+        encoder_width=int(bert["encoder_width"]),
+        max_position_embeddings=int(bert["max_position_embeddings"]),
+        type_vocab_size=int(bert.get("type_vocab_size", 2)),
+        layer_norm_eps=float(bert.get("layer_norm_eps", 1e-12)),
+        pad_token_id=int(bert.get("pad_token_id", 0)),
+        hidden_dropout=float(bert.get("hidden_dropout_prob", 0.1)),
+        attention_dropout=float(bert.get("attention_probs_dropout_prob", 0.1)),
+    )
+    return ModelConfig(
+        vision=vision,
+        text=text,
+        embed_dim=int(config["embed_dim"]),
+        temp=float(config.get("temp", 0.07)),
+        queue_size=int(config["queue_size"]),
+        momentum=float(config.get("momentum", 0.995)),
+        alpha=float(config.get("alpha", 0.4)),
+        distill=bool(config.get("distill", True)),
+        mlm_probability=float(config.get("mlm_probability", 0.15)),
+    )
 
 
 class FixtureError(Exception):

@@ -29,7 +29,7 @@ from albef.checkpoint.layout import ours_key
 from albef.data.collate import ImageTextBatch
 from albef.data.tokenizer import TextTokenizer, TokenBatch
 from albef.losses import mask_tokens
-from albef.losses.itm import NegativeSamples
+from albef.losses.itm import NegativeSamples, sample_negatives_in_order
 from albef.models.albef import ALBEFPretrain, ALBEFRetrieval, ContrastiveALBEF
 from albef.tasks.contrastive import (
     ContrastiveStep,
@@ -51,9 +51,10 @@ def recorded(trace: Mapping[str, Tensor]) -> DrawNegatives:
     return lambda _: negatives
 
 
-def parity_draw(idx: Tensor | None = None) -> DrawNegatives:
-    """Our sampler in parity mode: row by row on the default generator, same-image entries excluded."""
-    return lambda itc: draw_negatives(itc.sim_i2t, itc.sim_t2i, idx, parity=True)
+def in_order_draw(idx: Tensor | None = None) -> DrawNegatives:
+    """Our sampler drawing in the official order (row by row on the default generator), same-image entries
+    excluded."""
+    return lambda itc: draw_negatives(itc.sim_i2t, itc.sim_t2i, idx, sample=sample_negatives_in_order)
 
 
 def trace_of(negatives: NegativeSamples) -> dict[str, Tensor]:
@@ -117,10 +118,7 @@ def _objective(ctx: FixtureContext) -> PretrainObjective:
     # The objective only reads the four attributes above; a real tokenizer for a 1000-id vocabulary with the
     # bert-base special ids would add nothing to the check.
     return PretrainObjective(
-        cast(TextTokenizer, vocab),
-        float(config["mlm_probability"]),
-        distill=_distill(ctx),
-        parity=True,
+        cast(TextTokenizer, vocab), float(config["mlm_probability"]), sample=sample_negatives_in_order
     )
 
 
@@ -183,7 +181,7 @@ def _rng_trace(ctx: FixtureContext) -> dict[str, Tensor]:
     inputs, objective, model = ctx.fixture.inputs, _objective(ctx), _pretrain_copy(ctx)
     text, alpha = _pretrain_text(ctx), float(inputs["alpha"])
     with seeded(int(inputs["forward_seed"])):
-        step = contrastive_step(model, inputs["image"], text, alpha, parity_draw(), distill=_distill(ctx))
+        step = contrastive_step(model, inputs["image"], text, alpha, in_order_draw(), distill=_distill(ctx))
         masked, labels = mask_tokens(
             text.input_ids,
             objective.vocab_size,
@@ -196,7 +194,7 @@ def _rng_trace(ctx: FixtureContext) -> dict[str, Tensor]:
 
 
 def _pretrain_seeded(ctx: FixtureContext) -> tuple[dict[str, Tensor], ALBEFPretrain]:
-    """``PretrainObjective(parity=True)`` after ``manual_seed(forward_seed)``: its losses and the model after."""
+    """``PretrainObjective(sample=sample_negatives_in_order)`` after ``manual_seed(forward_seed)``: its losses and the model after."""
 
     def compute() -> tuple[dict[str, Tensor], ALBEFPretrain]:
         inputs = ctx.fixture.inputs
@@ -214,7 +212,7 @@ def _pretrain_seeded(ctx: FixtureContext) -> tuple[dict[str, Tensor], ALBEFPretr
 def _seeded_forward(ctx: FixtureContext) -> list[CheckRow]:
     """The production pretraining objective, drawing its own negatives and masks, against the official losses."""
     seed = int(ctx.fixture.inputs["forward_seed"])
-    detail = f"PretrainObjective(parity=True) after manual_seed({seed})"
+    detail = f"PretrainObjective(sample=sample_negatives_in_order) after manual_seed({seed})"
     return _loss_rows(ctx, _pretrain_seeded(ctx)[0], ".seeded", detail)
 
 
@@ -256,7 +254,7 @@ def _retrieval_traced(ctx: FixtureContext) -> ContrastiveStep:
 
 def _retrieval_seeded(ctx: FixtureContext) -> tuple[ContrastiveStep, ALBEFRetrieval]:
     """The retrieval forward drawing its own negatives after ``manual_seed(forward_seed)``."""
-    draw = parity_draw(ctx.fixture.inputs["train_idx"])
+    draw = in_order_draw(ctx.fixture.inputs["train_idx"])
     return _retrieval_step(ctx, "losses.retrieval_seeded", draw)
 
 
@@ -298,7 +296,10 @@ def _train_rng_trace(ctx: FixtureContext) -> list[CheckRow]:
     readme = compare(trace_of(official), reference)
     rows = [
         comparison_row(
-            ctx, "train_rng_trace", ours, f"draw_negatives(idx, parity=True) after manual_seed({seed})"
+            ctx,
+            "train_rng_trace",
+            ours,
+            f"draw_negatives(idx, sample=sample_negatives_in_order) after manual_seed({seed})",
         ),
         comparison_row(
             ctx,

@@ -41,7 +41,7 @@ def _vqa_train_loss(ctx: FixtureContext) -> Tensor:
     """``VQAObjective`` (EMA step, distillation with the fixture's alpha) on the fixture's training batch."""
     config = ctx.fixture.config
     model = cast(ALBEFVQA, copy.deepcopy(ctx.model))
-    objective = VQAObjective(int(config["special_token_ids"]["pad"]), distill=bool(config["distill"]))
+    objective = VQAObjective(int(config["special_token_ids"]["pad"]))
     alpha = float(ctx.fixture.inputs["alpha"])
     return objective(model, training_batch(ctx), alpha)["vqa_loss"]
 
@@ -55,7 +55,7 @@ and several times below what skipping the EMA step changes (~3e-4), which the RE
 def _vqa_train_loss_ema(ctx: FixtureContext) -> list[CheckRow]:
     """The training loss at a tolerance that tells the teachers' EMA step (done first) from none."""
     config, inputs = ctx.fixture.config, ctx.fixture.inputs
-    objective = VQAObjective(int(config["special_token_ids"]["pad"]), distill=bool(config["distill"]))
+    objective = VQAObjective(int(config["special_token_ids"]["pad"]))
     reference = ctx.fixture.outputs["train_loss"]
     losses = {}
     for ema in (True, False):

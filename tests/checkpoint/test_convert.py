@@ -12,8 +12,6 @@ from torch import nn
 
 from albef.checkpoint import (
     CheckpointMismatchError,
-    ConversionCheck,
-    check_official_conversions,
     detect_layout,
     load_checkpoint,
     official_to_ours,
@@ -23,6 +21,7 @@ from albef.checkpoint import (
 from albef.config.schema import ModelConfig
 from albef.models import create_model, model_preset
 from albef.models.vision import resize_pos_embed
+from albef.verification.conversions import ConversionCheck, check_official_conversions
 
 FIXTURE_TASKS = {"pretrain": "pretrain", "retrieval": "retrieval", "vqa": "vqa", "nlvr": "nlvr", "ve": "ve"}
 

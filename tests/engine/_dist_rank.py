@@ -1,7 +1,7 @@
 """Helper of ``test_distributed``, run by ``torch.distributed.run``: train, then dump this rank's state.
 
 ``_dist_rank.py OUT [--resume auto|PATH] SECTION.KEY=VALUE...`` trains ``synthetic_pretrain`` with the
-overrides through :func:`albef.engine.run.train` and writes ``OUT/rank{r}.pt`` with the model state and the local (this
+overrides through :func:`albef.workflows.train.train` and writes ``OUT/rank{r}.pt`` with the model state and the local (this
 rank's) momentum features of every step, captured where they are handed to the queue.
 """
 
@@ -16,7 +16,7 @@ import torch
 import albef.tasks.contrastive as contrastive
 from albef.config import load_config
 from albef.engine.distributed import cleanup
-from albef.engine.run import train
+from albef.workflows.train import train
 
 _local: dict[str, list[torch.Tensor]] = {"image": [], "text": []}
 _enqueue = contrastive.enqueue_gathered

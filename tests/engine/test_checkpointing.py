@@ -186,4 +186,6 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_git_revision_outside_git_is_none(tmp_path: Path) -> None:
-    assert ckpt.git_revision(tmp_path) is None
+    from albef.reporting.environment import git_revision
+
+    assert git_revision(tmp_path) is None

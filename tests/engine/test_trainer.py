@@ -31,9 +31,9 @@ from albef.data.collate import Batch
 from albef.data.loaders import build_loader
 from albef.engine import checkpointing as ckpt
 from albef.engine.precision import resolve_precision
-from albef.engine.run import train
 from albef.engine.trainer import NonFiniteLossError, Trainer
 from albef.tasks.pretrain import PretrainObjective
+from albef.workflows.train import train
 from tests.engine import TINY_OVERRIDES, assert_identical, pretrain_argv, small_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

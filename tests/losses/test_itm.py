@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from albef.losses import itm_loss, negative_weights, sample_negatives
-from albef.losses.itm import NegativeSamples, exclusion_mask
+from albef.losses.itm import NegativeSamples, exclusion_mask, sample_negatives_in_order
 
 
 def _draw(sim: torch.Tensor, idx: torch.Tensor | None = None, parity: bool = False) -> NegativeSamples:
-    """Negatives for image->text similarities (B, B); texts use the transpose."""
+    """Negatives for image->text similarities (B, B); texts use the transpose (``parity``: the official
+    row-by-row order)."""
     exclude = exclusion_mask(sim.shape[0], idx)
-    return sample_negatives(
-        negative_weights(sim.T, exclude), negative_weights(sim, exclude), exclude, parity=parity
-    )
+    sample = sample_negatives_in_order if parity else sample_negatives
+    return sample(negative_weights(sim.T, exclude), negative_weights(sim, exclude), exclude)
 
 
 def _assert_valid(picks: torch.Tensor, exclude: torch.Tensor) -> None:
@@ -107,7 +107,7 @@ def test_parity_and_vectorised_draws_are_both_valid_and_parity_replays_the_offic
     w_t2i, w_i2t = negative_weights(sim.T, exclude), negative_weights(sim, exclude)
     vectorised = sample_negatives(w_t2i, w_i2t, exclude, gen)
     torch.manual_seed(11)
-    parity = sample_negatives(w_t2i, w_i2t, exclude, parity=True)
+    parity = sample_negatives_in_order(w_t2i, w_i2t, exclude)
     for out in (vectorised, parity):
         _assert_valid(out.image_for_text, exclude)
         _assert_valid(out.text_for_image, exclude)

@@ -19,6 +19,7 @@ from albef.config.io import ConfigError, save_config, to_dict
 from albef.config.schema import ExperimentConfig
 from albef.data.loaders import build_loader
 from albef.engine import checkpointing as ckpt
+from albef.engine.compile import compile_model
 from albef.engine.determinism import Determinism, configure_determinism
 from albef.engine.distributed import World, barrier, cleanup, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
@@ -26,6 +27,7 @@ from albef.engine.run_folder import RUN_FILE, RunClaim, claim_run_folder
 from albef.engine.trainer import Trainer, TrainResult
 from albef.errors import CheckpointError
 from albef.fileio import atomic_write_json
+from albef.reporting.environment import git_revision
 from albef.tasks import get_task
 from albef.tasks.data import build_tokenizer, ensure_data
 
@@ -72,7 +74,7 @@ def setup_run(cfg: ExperimentConfig, resume: str | None = None) -> RunContext:
             config,
             resume,
             checkpoint_config=_newest_checkpoint_config(output_dir) if resume else None,
-            revision=ckpt.git_revision(),
+            revision=git_revision(),
         )
         _CLAIMS.append(claim)
         save_config(cfg, output_dir / "config.yaml")
@@ -142,6 +144,8 @@ def _train(
     seed_everything(cfg.runtime.seed)  # identical initial weights on every rank
     model = task.build_model().to(ctx.precision.device)
     load_initial_weights(model, cfg.task, checkpoint)
+    if cfg.runtime.compile:
+        compile_model(model, cfg.runtime.compile_mode)
     try:
         task.check_model(model, cfg.data.batch_size_train * ctx.world.world_size)
     except ValueError as err:  # a config mistake: one line from the CLI (exit 2), before any step

@@ -11,7 +11,9 @@ import torch
 
 from albef.cli.bench import output_path
 from albef.cli.main import main
-from albef.reporting.bench import (
+from albef.reporting.environment import collect_environment, file_sha256, utc_now_iso
+from albef.reporting.schema import RunReport
+from albef.workflows.bench import (
     STAGE_ITEMS,
     bench_model_config,
     build_bench_model,
@@ -19,8 +21,6 @@ from albef.reporting.bench import (
     precision_context,
     stage_calls,
 )
-from albef.reporting.environment import collect_environment, file_sha256, utc_now_iso
-from albef.reporting.schema import RunReport
 
 
 # -- environment ---------------------------------------------------------------------------------------------
