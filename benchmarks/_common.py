@@ -20,7 +20,7 @@ import torch
 from albef.reporting.schema import RunReport, StageStats
 from albef.workflows.bench import CAST_DTYPES, precision_context
 
-PRECISIONS = ("fp32", "bf16", "amp_bf16")
+PRECISIONS = ("fp32", "cast_bf16", "amp_bf16")
 """``fp32``; ``bf16``: weights and inputs cast to bfloat16; ``amp_bf16``: fp32 weights under autocast."""
 
 IMPLS = ("ours", "baseline")

@@ -20,7 +20,7 @@ in ``extra["comparisons"]``.
 
 Usage::
 
-    python benchmarks/bench_model.py --presets tiny,base --precisions fp32,bf16 --device cpu \\
+    python benchmarks/bench_model.py --presets tiny,base --precisions fp32,cast_bf16 --device cpu \\
         --batch-size 8 --image-res 256 --text-len 30 --warmup 2 --iters 10
 """
 
@@ -272,7 +272,9 @@ def table(reports: list[RunReport]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--presets", type=csv_list(), default=["tiny", "base"], help="e.g. tiny,base")
-    parser.add_argument("--precisions", type=csv_list(), default=["fp32", "bf16"], help=", ".join(PRECISIONS))
+    parser.add_argument(
+        "--precisions", type=csv_list(), default=["fp32", "cast_bf16"], help=", ".join(PRECISIONS)
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-res", type=int, default=None, help="default: the preset's image_res")

@@ -202,7 +202,7 @@ def run_gate(out: Path, world: str, threads: int, epochs: int = EPOCHS) -> dict[
         [
             *("pretrain", "--config", "synthetic_pretrain", "--output-dir", str(pretrain), "--no-progress"),
             *_sets(
-                world, f"optim.epochs={epochs}", "runtime.log_every=1", "data.test_file=retrieval_test.json"
+                world, f"optim.epochs={epochs}", "runtime.log_every=62", "data.test_file=retrieval_test.json"
             ),
         ],
         "pretraining",

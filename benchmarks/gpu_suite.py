@@ -66,7 +66,7 @@ def bench_model(size: SuiteSize, device: str, out: Path, timeout_s: float) -> Pa
         "--batch-sizes",
         size.batch_sizes,
         "--precision",
-        "fp32,bf16",
+        "fp32,cast_bf16",
     ]
     command += ["--warmup", str(size.warmup), "--iters", str(size.iters), "--out", str(path), "--quiet"]
     _run(command, timeout_s)
@@ -118,7 +118,7 @@ def bench_vqa_ranking(size: SuiteSize, device: str, out: Path) -> Path:
     )
     start, tic = utc_now_iso(), time.perf_counter()
     timer = StageTimer(dev, warmup=size.warmup)
-    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+    for precision, dtype in (("fp32", None), ("amp_bf16", torch.bfloat16)):
         autocast = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
         with torch.inference_mode(), autocast:
             states = model.encode_question(images, question_ids, question_mask)
@@ -133,7 +133,7 @@ def bench_vqa_ranking(size: SuiteSize, device: str, out: Path) -> Path:
         "k": size.k,
         "image_res": size.image_res,
     }
-    report.environment = collect_environment(dev, "fp32,bf16", 0, start, time.perf_counter() - tic)
+    report.environment = collect_environment(dev, "fp32,amp_bf16", 0, start, time.perf_counter() - tic)
     return report.save(out / f"vqa-ranking-{size.preset}-{size.image_res}-{dev.type}.json")
 
 

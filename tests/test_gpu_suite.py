@@ -26,7 +26,7 @@ def _suite() -> ModuleType:
 def test_vqa_ranking_part_times_both_precisions(tmp_path: Path) -> None:
     suite = _suite()
     report = RunReport.load(suite.bench_vqa_ranking(suite.SMOKE, "cpu", tmp_path))
-    assert set(report.stages) == {"answer_ranking/fp32", "answer_ranking/bf16"}
+    assert set(report.stages) == {"answer_ranking/fp32", "answer_ranking/amp_bf16"}
     for stage in report.stages.values():
         assert stage.item == "question" and stage.num_batches == suite.SMOKE.iters and stage.items_per_s > 0
     assert report.config["k"] == suite.SMOKE.k and report.environment.device == "cpu"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 PACKAGE = Path(__file__).resolve().parents[1] / "albef"
 
 LAYERS: tuple[tuple[str, ...], ...] = (

@@ -57,8 +57,8 @@ def register(subparsers: Any) -> None:
     model.add_argument(
         "--precision",
         type=_str_list,
-        default=["fp32", "bf16"],
-        help="comma list of fp32, bf16, fp16, amp_bf16, amp_fp16",
+        default=["fp32", "cast_bf16"],
+        help="comma list of fp32, cast_bf16, cast_fp16 (weights and images cast), amp_bf16, amp_fp16 (autocast)",
     )
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     model.add_argument("--image-res", type=int, default=None, help="image side (default: the preset's)")

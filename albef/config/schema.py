@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve"]
-Precision = Literal["fp32", "bf16", "fp16", "amp_bf16", "amp_fp16"]
+Precision = Literal["fp32", "amp_bf16", "amp_fp16"]
+"""Training and evaluation precision: fp32, or fp32 weights under ``torch.autocast`` to bf16/fp16. (The
+benchmarks' weight-cast modes are named ``cast_bf16``/``cast_fp16``, see ``albef.workflows.bench``.)"""
 Schedule = Literal["cosine", "staircase"]
 BadImageMode = Literal["error", "skip"]
 

@@ -22,9 +22,7 @@ from albef.errors import ConfigError, DeviceError
 
 AUTOCAST_DTYPES = {
     "amp_bf16": torch.bfloat16,
-    "bf16": torch.bfloat16,
     "amp_fp16": torch.float16,
-    "fp16": torch.float16,
 }
 
 

@@ -52,10 +52,12 @@ DEVICE_PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
 PRECISION_COMPUTE = {
     "fp32": "fp32",
     "tf32": "tf32",
-    "bf16": "bf16",
+    "cast_bf16": "bf16",
     "amp_bf16": "bf16",
-    "fp16": "fp16",
+    "cast_fp16": "fp16",
     "amp_fp16": "fp16",
+    "bf16": "bf16",  # the weight-cast names of reports written before cast_* existed
+    "fp16": "fp16",
 }
 """Precision names (the trainer's and the benchmark's) -> the compute precision whose peak applies."""
 

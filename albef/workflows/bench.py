@@ -12,10 +12,9 @@ lengths ``L/2..L``):
 | ``itm_rerank`` | retrieval's re-ranking: 1 image against B precomputed texts (ITC scores, top-B, gather the
   candidates' states, the image tokens expanded to B rows, ``fuse``, ITM "match" score) | pair |
 
-Precisions: ``fp32``; ``bf16`` / ``fp16``: weights and images cast to that dtype (pure low-precision
+Precisions: ``fp32``; ``cast_bf16`` / ``cast_fp16``: weights and images cast to that dtype (pure low-precision
 inference, the fastest way to evaluate a fixed model); ``amp_bf16`` / ``amp_fp16``: fp32 weights under
-``torch.autocast`` (what training and ``resolve_precision`` use). Note that ``bf16`` here is a cast, not the
-evaluation alias of ``amp_bf16``. fp16 variants need CUDA.
+``torch.autocast`` (the names training and ``resolve_precision`` use). The fp16 variants need CUDA.
 
 The result is one :class:`RunReport` (``kind="benchmark"``, ``task="model"``) with a stage per
 ``{stage}/{precision}/bs{B}``. Nothing here prints; progress goes to an optional callback.
@@ -44,10 +43,10 @@ from albef.reporting.schema import RunReport, StageStats
 STAGE_ITEMS = {"image_encode": "image", "text_encode": "text", "fusion_itm": "pair", "itm_rerank": "pair"}
 """Stage -> what one item is, in the order the stages run."""
 
-CAST_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CAST_DTYPES = {"fp32": torch.float32, "cast_bf16": torch.bfloat16, "cast_fp16": torch.float16}
 AUTOCAST_DTYPES = {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}
 PRECISIONS = (*CAST_DTYPES, *AUTOCAST_DTYPES)
-CUDA_ONLY = ("fp16", "amp_fp16")
+CUDA_ONLY = ("cast_fp16", "amp_fp16")
 CLS_ID, FIRST_WORD_ID = 101, 104
 """BERT's [CLS]; the first id after the special tokens (random words are drawn from there on)."""
 
@@ -74,7 +73,7 @@ class ModelBenchConfig:
 
     preset: str
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    precisions: tuple[str, ...] = ("fp32", "bf16")
+    precisions: tuple[str, ...] = ("fp32", "cast_bf16")
     device: str = "auto"
     image_res: int | None = None
     text_len: int = 30
@@ -107,7 +106,7 @@ def resolve_preset_name(name: str) -> str:
 
 
 def stage_key(stage: str, precision: str, batch_size: int) -> str:
-    """The report key of one measurement: ``image_encode/bf16/bs32``."""
+    """The report key of one measurement: ``image_encode/cast_bf16/bs32``."""
     return f"{stage}/{precision}/bs{batch_size}"
 
 
@@ -154,7 +153,7 @@ def build_bench_model(cfg: ModelConfig, seed: int, device: torch.device) -> Cont
 
 
 def model_for_precision(master: ContrastiveALBEF, precision: str) -> ContrastiveALBEF:
-    """``master`` itself for fp32 and autocast precisions, a copy cast to bf16/fp16 for the others."""
+    """``master`` itself for fp32 and autocast precisions, a copy cast to bf16/fp16 for the cast_* ones."""
     dtype = CAST_DTYPES.get(precision, torch.float32)
     return master if dtype == torch.float32 else copy.deepcopy(master).to(dtype)
 
@@ -309,7 +308,7 @@ def bench_notes(cfg: ModelConfig, config: ModelBenchConfig, device: torch.device
             "fusion_itm": "fuse given text states with given image tokens + itm_logits; item = pair",
             "itm_rerank": "1 image x B cached texts: ITC top-B, gather, fuse, ITM match score; item = pair",
         },
-        "precisions": "bf16/fp16: weights and images cast; amp_*: fp32 weights under autocast",
+        "precisions": "cast_*: weights and images cast; amp_*: fp32 weights under autocast",
         "flops": "torch.utils.flop_counter over one call (matmul/conv/attention), divided by items",
         "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32) if device.type == "cuda" else None,
     }

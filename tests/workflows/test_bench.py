@@ -91,7 +91,16 @@ def test_output_path() -> None:
 
 # -- end to end ------------------------------------------------------------------------------------------------
 def test_bench_model_cli_writes_a_complete_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["bench", "model", "--preset", "albef_tiny", "--batch-sizes", "1,2", "--precision", "fp32,bf16"]
+    argv = [
+        "bench",
+        "model",
+        "--preset",
+        "albef_tiny",
+        "--batch-sizes",
+        "1,2",
+        "--precision",
+        "fp32,cast_bf16",
+    ]
     argv += ["--iters", "2", "--warmup", "1", "--device", "cpu", "--text-len", "12", "--out", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -99,7 +108,7 @@ def test_bench_model_cli_writes_a_complete_report(tmp_path: Path, capsys: pytest
     report = RunReport.load(tmp_path / "model-tiny-cpu.json")
     assert (report.kind, report.task, report.dataset) == ("benchmark", "model", "synthetic-inputs")
     assert report.model_preset == "albef_tiny"
-    expected = {f"{s}/{p}/bs{b}" for s in STAGE_ITEMS for p in ("fp32", "bf16") for b in (1, 2)}
+    expected = {f"{s}/{p}/bs{b}" for s in STAGE_ITEMS for p in ("fp32", "cast_bf16") for b in (1, 2)}
     assert set(report.stages) == expected
     for key, stats in report.stages.items():
         stage, precision, batch = key.split("/")
@@ -110,7 +119,7 @@ def test_bench_model_cli_writes_a_complete_report(tmp_path: Path, capsys: pytest
         assert stats.flops_per_item and stats.flops_per_item > 0 and stats.achieved_tflops
         assert stats.mfu is None  # no peak is known for a CPU
     env = report.environment
-    assert env.device == "cpu" and env.precision == "fp32,bf16" and env.seed == 0
+    assert env.device == "cpu" and env.precision == "fp32,cast_bf16" and env.seed == 0
     assert env.torch and env.device_name and env.start_time and env.wall_time_s and env.wall_time_s > 0
     assert report.memory is not None and report.memory.kind == "process_peak_rss"
     assert (
@@ -120,5 +129,5 @@ def test_bench_model_cli_writes_a_complete_report(tmp_path: Path, capsys: pytest
 
 
 def test_bench_model_cli_rejects_fp16_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "model", "--preset", "tiny", "--precision", "fp16", "--device", "cpu"]) == 2
+    assert main(["bench", "model", "--preset", "tiny", "--precision", "cast_fp16", "--device", "cpu"]) == 2
     assert "need a CUDA device" in capsys.readouterr().err
