@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import get_args
 
 import torch
 from torch import Tensor
 
-TASKS = ("pretrain", "retrieval", "vqa", "nlvr", "nlvr_pretrain", "ve")
-"""Our task names, one per official model class."""
+from albef.config.schema import Task
+
+TASKS: tuple[str, ...] = get_args(Task)
+"""Our task names (``ExperimentConfig.task``), one per official model class."""
 
 OFFICIAL_CLASS = {
     "pretrain": "pretrain",

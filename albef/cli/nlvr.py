@@ -284,7 +284,7 @@ def evaluate_and_report(
 
     task = get_task(cfg.task)(cfg, build_tokenizer(cfg.data))
     try:
-        evaluator = task.evaluator(split, precision)  # type: ignore[attr-defined]
+        evaluator = task.evaluator(split, precision)
     except ValueError as err:  # the config names no file for the split
         raise AlbefError(str(err)) from err
     start, tic = utc_now_iso(), time.perf_counter()

@@ -1,7 +1,9 @@
-"""A task = the data it trains on + its objective; the model comes from ``albef.models.create_model``.
+"""A task = the data it trains on, its objective, how a split is evaluated and which metric picks ``best.pt``.
 
-Every task plugs into the one :class:`~albef.engine.trainer.Trainer`. Tasks register by name in
-:data:`TASKS` (the names of ``ExperimentConfig.task``).
+The model comes from ``albef.models.create_model``. Every task plugs into the one
+:class:`~albef.engine.trainer.Trainer`: :meth:`Task.evaluator` gives the evaluator of a split, and the
+per-epoch validation of every task is that evaluator on ``"val"`` (``data.val_file``), judged by
+:attr:`Task.selection`. Tasks register by name in :data:`TASKS` (the names of ``ExperimentConfig.task``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 from torch.utils.data import Dataset
@@ -17,7 +19,10 @@ from torch.utils.data import Dataset
 from albef.config.schema import ExperimentConfig
 from albef.data.datasets import EpochConcatDataset
 from albef.data.tokenizer import TextTokenizer
+from albef.engine.precision import Precision, resolve_precision
 from albef.engine.trainer import EpochEvaluator, Objective
+from albef.errors import ConfigError
+from albef.evaluation.base import Evaluator
 from albef.models.builders import create_model
 from albef.registry import Registry
 from albef.tasks.data import data_path
@@ -56,13 +61,30 @@ class Task(ABC):
     def objective(self) -> Objective:  # each task narrows the model/batch types of its objective
         """``(model, batch, alpha) -> {"*_loss": ..., logged scalars}``."""
 
+    selection: ClassVar[str | None] = None
+    """The metric of :meth:`evaluator` (higher is better) whose best validation epoch is kept as ``best.pt``;
+    ``None``: the task validates nothing."""
+
+    def evaluator(self, split: str, precision: Precision) -> Evaluator:
+        """The evaluator of ``split`` (``val`` or ``test``; ``dev`` where the dataset names it so)."""
+        raise ConfigError(f"task {self.cfg.task!r} has no evaluator")
+
     def epoch_evaluator(self) -> EpochEvaluator | None:
-        """Validation run after each training epoch (``None``: no validation)."""
-        return None
+        """Validation after each training epoch: :meth:`evaluator` of ``val`` (none without ``data.val_file``)."""
+        if self.selection is None or not self.cfg.data.val_file:
+            return None
+
+        def validate(model: nn.Module, epoch: int) -> dict[str, float]:
+            del epoch
+            device = next(model.parameters()).device  # the trainer has placed the model by now
+            evaluator = self.evaluator("val", resolve_precision(self.cfg.runtime.precision, device))
+            return evaluator.run(model).values()
+
+        return validate
 
     def select_metric(self) -> str | None:
-        """The validation metric (higher is better) that picks ``best.pt``; ``None`` keeps no best."""
-        return None
+        """The validation metric that picks ``best.pt``; ``None`` keeps no best."""
+        return self.selection if self.cfg.data.val_file else None
 
     def train_files_dataset(
         self,

@@ -38,9 +38,8 @@ from albef.data.formats import read_nlvr, read_nlvr_lil, read_ve
 from albef.data.loaders import build_loader
 from albef.data.records import NLVRRecord
 from albef.data.transforms import build_test_transform
-from albef.engine.precision import Precision, resolve_precision
-from albef.engine.trainer import EpochEvaluator, Objective
-from albef.evaluation.base import Evaluator
+from albef.engine.precision import Precision
+from albef.engine.trainer import Objective
 from albef.evaluation.classify import NLVREvaluator, VEEvaluator
 from albef.evaluation.nlvr_eval import example_identifiers
 from albef.losses import soft_cross_entropy
@@ -288,25 +287,7 @@ class _ClassificationTask(Task):
     def collator(self) -> Callable[[list[Any]], Any]:
         return self.make_collator(TextPolicy(max_length=self.cfg.data.max_tokens_train))
 
-    @abstractmethod
-    def evaluator(self, split: str, precision: Precision) -> Evaluator:
-        """The evaluator of ``split`` (``dev``/``val`` or ``test``) on ``precision.device``."""
-
-    def epoch_evaluator(self) -> EpochEvaluator | None:
-        if not self.cfg.data.val_file:
-            return None
-        cache: dict[str, Evaluator] = {}
-
-        def validate(model: nn.Module, epoch: int) -> dict[str, float]:
-            device = next(model.parameters()).device
-            if "val" not in cache:  # built on first use, after the trainer placed the model
-                cache["val"] = self.evaluator("val", resolve_precision(self.cfg.runtime.precision, device))
-            return cache["val"].run(model).values()
-
-        return validate
-
-    def select_metric(self) -> str | None:
-        return "accuracy" if self.cfg.data.val_file else None
+    selection = "accuracy"
 
 
 class NLVRTask(_ClassificationTask):

@@ -23,13 +23,15 @@ from albef.data.collate import RetrievalBatch, RetrievalCollator, TextPolicy
 from albef.data.datasets import RetrievalTrainDataset
 from albef.data.formats import read_retrieval_train
 from albef.engine.distributed import World, is_distributed
-from albef.engine.precision import resolve_precision
-from albef.engine.trainer import EpochEvaluator, Objective
+from albef.engine.precision import Precision, resolve_precision
+from albef.engine.trainer import Objective
+from albef.errors import ConfigError
+from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split, settings_from_config
 from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFRetrieval
 from albef.tasks.base import TASKS, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
-from albef.tasks.data import data_path, train_transform
+from albef.tasks.data import build_tokenizer, data_path, train_transform
 
 SELECT_METRIC = "r_mean"
 """The validation metric that picks ``best.pt`` (the official ``checkpoint_best.pth``)."""
@@ -98,14 +100,14 @@ class RetrievalTask(Task):
             itm_negatives=self.cfg.model.itm_negatives
         )
 
-    def epoch_evaluator(self) -> EpochEvaluator | None:
-        """Official-protocol retrieval metrics on ``data.val_file`` (none without one)."""
-        if not self.cfg.data.val_file:
-            return None
-        return lambda model, epoch: evaluate_split(self.cfg, model, self.cfg.data.val_file).values()  # type: ignore[arg-type]
+    selection = SELECT_METRIC
 
-    def select_metric(self) -> str | None:
-        return SELECT_METRIC if self.cfg.data.val_file else None
+    def evaluator(self, split: str, precision: Precision) -> RetrievalEvaluator:
+        """The official protocol (ITC top-k re-ranked by ITM) on ``data.val_file`` or ``data.test_file``."""
+        name = {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}.get(split)
+        if not name:
+            raise ConfigError(f"the config names no file for the retrieval split {split!r}")
+        return retrieval_evaluator(self.cfg, name, precision)
 
 
 def evaluate_split(cfg: ExperimentConfig, model: nn.Module, annotation: str, **settings: Any) -> Any:
@@ -120,21 +122,25 @@ def evaluate_split(cfg: ExperimentConfig, model: nn.Module, annotation: str, **s
     Returns:
         The :class:`~albef.evaluation.base.EvalResult`.
     """
-    from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split, settings_from_config
-    from albef.tasks.data import build_tokenizer
-
-    path = data_path(cfg.data, annotation)
     device = next(model.parameters()).device
-    evaluator = RetrievalEvaluator(
+    precision = resolve_precision(cfg.runtime.precision, device)
+    return retrieval_evaluator(cfg, annotation, precision, **settings).run(model)
+
+
+def retrieval_evaluator(
+    cfg: ExperimentConfig, annotation: str, precision: Precision, **settings: Any
+) -> RetrievalEvaluator:
+    """The :class:`RetrievalEvaluator` of a split file of ``cfg``'s data with ``cfg``'s protocol."""
+    path = data_path(cfg.data, annotation)
+    return RetrievalEvaluator(
         read_eval_split(path),
         data_path(cfg.data, cfg.data.image_root),
         build_tokenizer(cfg.data),
-        resolve_precision(cfg.runtime.precision, device),
+        precision,
         settings_from_config(cfg, **settings),
         world=current_world(),
         source=str(path),
     )
-    return evaluator.run(model)
 
 
 TASKS.add(

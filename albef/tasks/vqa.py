@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from albef.config.schema import ExperimentConfig
@@ -28,8 +28,8 @@ from albef.data.formats import read_answer_list, read_vqa_test, read_vqa_train
 from albef.data.records import VQARecord
 from albef.data.tokenizer import TextTokenizer
 from albef.engine.distributed import World
-from albef.engine.precision import Precision, resolve_precision
-from albef.engine.trainer import EpochEvaluator, Objective
+from albef.engine.precision import Precision
+from albef.engine.trainer import Objective
 from albef.evaluation.vqa import (
     LoaderOptions,
     RankingOptions,
@@ -215,21 +215,11 @@ class VQATask(Task):
         objective = VQAObjective(self.tokenizer.pad_token_id)
         return objective  # type: ignore[return-value]  # narrower model/batch types
 
-    def epoch_evaluator(self) -> EpochEvaluator | None:
-        if not self.cfg.data.val_file:
-            return None
-        split = vqa_split(self.cfg, "val")
+    selection = SELECT_METRIC
 
-        def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
-            del epoch
-            device = next(model.parameters()).device
-            precision = resolve_precision(self.cfg.runtime.precision, device)
-            return build_evaluator(self.cfg, split, self.tokenizer, precision).run(model).values()
-
-        return evaluate
-
-    def select_metric(self) -> str | None:
-        return SELECT_METRIC if self.cfg.data.val_file else None
+    def evaluator(self, split: str, precision: Precision) -> VQAEvaluator:
+        """Answer ranking (``k_test`` answers per question) on ``val`` or ``test``, scored when annotated."""
+        return build_evaluator(self.cfg, vqa_split(self.cfg, split), self.tokenizer, precision)
 
 
 TASKS.add("vqa", VQATask, "VQA: question encoder + answer decoder, weighted answers, distillation")
