@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import timm.layers
 import torch
 
 from albef.checkpoint import (
@@ -56,6 +57,11 @@ def json_state_dict(entries: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(("official_class", "task", "res"), CLASSES)
+@pytest.mark.skipif(
+    not hasattr(timm.layers, "calculate_drop_path_rates"),
+    reason="building a full-size model on the meta device needs timm >= 1.0.22 (older ViTs call .item() on a "
+    "meta tensor while building); the export itself is covered at tiny size by the reference checks",
+)
 def test_export_has_exact_official_keys_order_shapes_dtypes(
     official_layout: dict[str, dict[str, Any]], official_class: str, task: str, res: int
 ) -> None:

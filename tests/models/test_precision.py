@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from tests.models import TASKS, images, texts, tiny_model
 
 REL_TOL = 0.05
+SIM_TOL = 0.01
+"""Of the largest possible ITC logit, 1/temp."""
 """Allowed max |bf16 - fp32| as a fraction of max |fp32| (observed: <= 0.021 on these inputs)."""
 
 
@@ -44,8 +46,13 @@ def test_bf16_autocast_forward_is_close_to_fp32(task: str) -> None:
     assert any(v.dtype == torch.bfloat16 for v in low.values()), "autocast did not engage"
     for name, value in low.items():
         assert torch.isfinite(value).all(), name
-        scale = float(ref[name].abs().max())
-        torch.testing.assert_close(value.float(), ref[name], atol=REL_TOL * scale, rtol=0, msg=name)
+        # ITC logits are cosines over the temperature: their bf16 error scales with 1/temp, whatever the
+        # largest logit a random initialisation happens to give (measured: 0.04 of 14.3 on two inits).
+        if name == "sim_i2t":
+            atol = SIM_TOL / float(model.temp)
+        else:
+            atol = REL_TOL * float(ref[name].abs().max())
+        torch.testing.assert_close(value.float(), ref[name], atol=atol, rtol=0, msg=name)
 
 
 @pytest.mark.slow
