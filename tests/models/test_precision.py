@@ -48,10 +48,8 @@ def test_bf16_autocast_forward_is_close_to_fp32(task: str) -> None:
         assert torch.isfinite(value).all(), name
         # ITC logits are cosines over the temperature: their bf16 error scales with 1/temp, whatever the
         # largest logit a random initialisation happens to give (measured: 0.04 of 14.3 on two inits).
-        if name == "sim_i2t":
-            atol = SIM_TOL / float(model.temp)
-        else:
-            atol = REL_TOL * float(ref[name].abs().max())
+        bound = 1 / float(model.temp) if name == "sim_i2t" else float(ref[name].abs().max())
+        atol = (SIM_TOL if name == "sim_i2t" else REL_TOL) * bound
         torch.testing.assert_close(value.float(), ref[name], atol=atol, rtol=0, msg=name)
 
 
