@@ -14,14 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from albef.cli.classify_report import (
-    checkpoint_info,
-    print_evaluation,
-    print_training,
-    report_fields,
-    save_report,
-    training_report,
-)
+from albef.cli.classify_report import print_evaluation, print_training
 from albef.cli.config_cmd import add_config_arguments
 from albef.cli.outputs import add_output_arguments, refuse_overwrite
 from albef.cli.train import add_train_arguments, resolve_config
@@ -135,34 +128,29 @@ def register_evaluate(subparsers: Any) -> None:
 
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
-    from albef.reporting.environment import utc_now_iso
-    from albef.workflows.train import end_run, train
+    from albef.workflows.finetune import finetune
+    from albef.workflows.train import end_run
 
     cfg = checked_config(resolve_config(args), args.task_name, args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
         raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
-    initial = args.checkpoint
+    initial = None
     if args.parity_teacher and args.checkpoint:
         initial = str(parity_initial_weights(cfg, args.checkpoint))
-    start, tic = utc_now_iso(), time.perf_counter()
     try:
-        result, model, ctx = train(
-            cfg, resume=args.resume, checkpoint=initial, show_progress=not args.no_progress
+        done = finetune(
+            cfg,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            show_progress=not args.no_progress,
+            initial=initial,
         )
-        wall = time.perf_counter() - tic
-        weights = result.best_checkpoint or result.checkpoint
-        if result.best_checkpoint is not None:
-            from albef.checkpoint import load_checkpoint
-
-            load_checkpoint(model, cfg.task, str(result.best_checkpoint))
-        if ctx.world.is_main:
-            report = training_report(cfg, result, ctx.precision, args.checkpoint, start, wall)
-            save_report(report, Path(cfg.runtime.output_dir), f"{cfg.task}_train_report.json")
-            print_training(report)
+        if done.report is not None:  # rank 0
+            print_training(done.report)
             if not args.no_test and cfg.data.test_file:
-                evaluate_and_report(cfg, model, ctx.precision, "test", weights)
+                evaluate_and_report(cfg, done.model, done.context.precision, "test", done.weights)
     finally:
         end_run()
     return 0
@@ -170,10 +158,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.config import load_config
-    from albef.engine.determinism import configure_determinism
-    from albef.engine.distributed import World
-    from albef.engine.precision import resolve_device, resolve_precision
-    from albef.workflows.train import prepare_data
+    from albef.workflows.evaluate import evaluation_model, prepare_evaluation
 
     overrides = list(args.overrides)
     if args.output_dir:
@@ -186,10 +171,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if cfg.task == "nlvr":
         outputs.append(getattr(args, "predictions", None) or out / f"nlvr_predictions_{args.split}.csv")
     refuse_overwrite(outputs, args.overwrite)
-    prepare_data(cfg, World())
-    precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
-    configure_determinism(cfg.runtime.deterministic, precision.device)
-    model = load_eval_model(cfg, args.checkpoint).to(precision.device)
+    _, precision = prepare_evaluation(cfg)
+    model = evaluation_model(cfg, args.checkpoint, precision)
     predictions = getattr(args, "predictions", None)
     evaluate_and_report(cfg, model, precision, args.split, Path(args.checkpoint), predictions)
     return 0
@@ -253,20 +236,6 @@ def parity_initial_weights(cfg: Any, checkpoint: str) -> Path:
     return atomic_torch_save({"model": model.state_dict()}, Path(cfg.runtime.output_dir) / "parity_init.pt")
 
 
-def load_eval_model(cfg: Any, checkpoint: str) -> Any:
-    """The task model without teachers (evaluation needs none), ``checkpoint`` converted and loaded."""
-    from albef.checkpoint import load_checkpoint
-    from albef.models.builders import create_model
-
-    model = create_model(cfg.task, dataclasses.replace(cfg.model, distill=False))
-    load_checkpoint(model, cfg.task, checkpoint)
-    if cfg.runtime.compile:
-        from albef.engine.compile import compile_model
-
-        compile_model(model, cfg.runtime.compile_mode)
-    return model.eval()
-
-
 def evaluate_and_report(
     cfg: Any,
     model: Any,
@@ -281,6 +250,7 @@ def evaluate_and_report(
     from albef.reporting.environment import utc_now_iso
     from albef.tasks import get_task
     from albef.tasks.data import build_tokenizer
+    from albef.workflows.reports import checkpoint_info, report_fields, save_report
 
     task = get_task(cfg.task)(cfg, build_tokenizer(cfg.data))
     try:

@@ -7,7 +7,6 @@ albef pretrain-ta --config nlvr_pretrain --checkpoint ALBEF_4M.pth --set data.ro
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +37,24 @@ def register(subparsers: Any) -> None:
 
 
 def _pretrain_ta(args: argparse.Namespace) -> int:
-    from albef.cli.classify_report import print_training, save_report, training_report
+    from albef.cli.classify_report import print_training
     from albef.cli.nlvr import checked_config
-    from albef.reporting.environment import utc_now_iso
-    from albef.workflows.train import end_run, train
+    from albef.workflows.finetune import finetune
+    from albef.workflows.train import end_run
 
     cfg = checked_config(resolve_config(args), "nlvr_pretrain", args.config)
     if args.resume not in (None, "auto") and not Path(args.resume).is_file():
         raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
-    start, tic = utc_now_iso(), time.perf_counter()
     try:
-        result, _, ctx = train(
-            cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
+        done = finetune(
+            cfg, checkpoint=args.checkpoint, resume=args.resume, show_progress=not args.no_progress
         )
-        if ctx.world.is_main:
-            report = training_report(
-                cfg, result, ctx.precision, args.checkpoint, start, time.perf_counter() - tic
-            )
-            path = save_report(report, Path(cfg.runtime.output_dir), "nlvr_pretrain_train_report.json")
-            print_training(report)
-            print(f"checkpoint: {result.checkpoint}")
-            print(f"report: {path}")
+        if done.report is not None:  # rank 0
+            print_training(done.report)
+            print(f"checkpoint: {done.result.checkpoint}")
+            print(f"report: {Path(cfg.runtime.output_dir) / 'nlvr_pretrain_train_report.json'}")
     finally:
         end_run()
     return 0

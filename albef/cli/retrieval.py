@@ -91,10 +91,11 @@ def register_evaluate(subparsers: Any) -> None:
 # -- finetune ---------------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError
-    from albef.cli.classify_report import save_report, training_report
     from albef.cli.main import AlbefError
     from albef.cli.train import read_metrics, resolve_config, summarise
-    from albef.workflows.train import end_run, train, write_summary
+    from albef.tasks.retrieval import evaluate_split
+    from albef.workflows.finetune import finetune
+    from albef.workflows.train import end_run, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "retrieval":
@@ -104,17 +105,15 @@ def _finetune(args: argparse.Namespace) -> int:
         _check_file(args.resume, "--resume")
     try:
         started, start_time = time.perf_counter(), _now()
-        result, model, ctx = train(
-            cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
+        done = finetune(
+            cfg, checkpoint=args.checkpoint, resume=args.resume, show_progress=not args.no_progress
         )
+        result, ctx = done.result, done.context
         test = None
-        if cfg.data.test_file and not args.no_test:
-            test = _test_best(cfg, model, result.best_checkpoint)
+        if cfg.data.test_file and not args.no_test:  # the best validation epoch (else the final weights)
+            test = evaluate_split(cfg, done.model, cfg.data.test_file)
         if ctx.world.is_main:
             out = Path(cfg.runtime.output_dir)
-            wall = time.perf_counter() - started
-            training = training_report(cfg, result, ctx.precision, args.checkpoint, start_time, wall)
-            save_report(training, out / "reports" / "train", "retrieval_train_report.json")
             steps = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]  # not the val/ records
             summary = summarise(steps)
             summary.update(validation=result.validation, best_epoch=result.state.best_epoch)
@@ -137,16 +136,6 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_best(cfg: Any, model: Any, best: Path | None) -> Any:
-    """The test-split evaluation of the best validation epoch (the final weights when none was kept)."""
-    from albef.checkpoint.io import torch_load_safe
-    from albef.tasks.retrieval import evaluate_split
-
-    if best is not None:
-        model.load_state_dict(torch_load_safe(best)["model"])
-    return evaluate_split(cfg, model, cfg.data.test_file)
-
-
 # -- evaluate ---------------------------------------------------------------------------------------------------
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError
@@ -162,28 +151,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluation(args: argparse.Namespace) -> int:
-    from albef.checkpoint import load_checkpoint
     from albef.config import load_config
-    from albef.engine.compile import compile_model
     from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split
-    from albef.models.builders import create_model
     from albef.tasks.data import build_tokenizer, data_path
-    from albef.workflows.train import prepare_data
+    from albef.workflows.evaluate import evaluation_model, prepare_evaluation
 
     started, start_time = time.perf_counter(), _now()
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path(cfg.runtime.output_dir) / "eval"
     stem = f"retrieval-{dataset_name(cfg)}-{args.split}"
     refuse_overwrite([out / f"{stem}.json", out / f"{stem}.md"], args.overwrite)
-    world, precision = _setup(cfg)
-    prepare_data(cfg, world)
+    world, precision = prepare_evaluation(cfg)
     split_file = args.annotations or _split_file(cfg, args.split)
     split = read_eval_split(data_path(cfg.data, split_file))
     image_root = Path(args.image_root) if args.image_root else data_path(cfg.data, cfg.data.image_root)
-    model = create_model("retrieval", cfg.model).to(precision.device)
-    load_checkpoint(model, "retrieval", args.checkpoint)
-    if cfg.runtime.compile:
-        compile_model(model, cfg.runtime.compile_mode)
+    model = evaluation_model(cfg, args.checkpoint, precision, task="retrieval")
     settings = _settings(cfg, args)
     tokenizer = build_tokenizer(cfg.data)
     cache, key = _cache(args, cfg, split, image_root, settings, tokenizer)
@@ -226,22 +208,6 @@ def _split_file(cfg: Any, split: str) -> str:
     if not name:
         raise AlbefError(f"config has no data.{split}_file; give --annotations FILE")
     return str(name)
-
-
-def _setup(cfg: Any) -> tuple[Any, Any]:
-    """The distributed world (from torchrun's environment) and the precision on this rank's device."""
-    import torch
-
-    from albef.engine.determinism import configure_determinism
-    from albef.engine.distributed import init_distributed
-    from albef.engine.precision import resolve_device, resolve_precision
-
-    device = resolve_device(cfg.runtime.device)
-    world = init_distributed(device.type)
-    if device.type == "cuda" and world.distributed:
-        device = torch.device("cuda", world.local_rank)
-    configure_determinism(cfg.runtime.deterministic, device)
-    return world, resolve_precision(cfg.runtime.precision, device)
 
 
 def _settings(cfg: Any, args: argparse.Namespace) -> Any:
@@ -289,38 +255,22 @@ def _now() -> str:
     return utc_now_iso()
 
 
-DATASETS = {"retrieval_coco": "coco", "retrieval_flickr": "flickr30k"}
-"""Report dataset names of the real-data presets."""
-
-
 def dataset_name(cfg: Any) -> str:
-    """``synthetic`` for the synthetic world, ``coco``/``flickr30k`` for their presets, else the config name."""
-    if cfg.data.synthetic_size:
-        return "synthetic"
-    return DATASETS.get(str(cfg.name), str(cfg.name).removeprefix("retrieval_"))
+    """The report's dataset: ``synthetic``, ``coco``/``flickr30k`` for their presets, else the config name."""
+    from albef.workflows.reports import dataset_name as report_dataset
+
+    return report_dataset(cfg, "retrieval")
 
 
 def _report_fields(
     cfg: Any, split: str, checkpoint: str | Path | None, precision: Any, start: str, started: float
 ) -> dict[str, Any]:
     """The :class:`RunReport` fields besides the measurements."""
-    from albef.config import to_dict
-    from albef.reporting.environment import collect_environment, file_sha256
-    from albef.reporting.schema import CheckpointInfo
+    from albef.workflows.reports import checkpoint_info, report_fields
 
-    info = None if checkpoint is None else CheckpointInfo(str(checkpoint), file_sha256(checkpoint))
-    env = collect_environment(
-        precision.device, precision.name, cfg.runtime.seed, start, time.perf_counter() - started
-    )
-    return {
-        "task": "retrieval",
-        "dataset": dataset_name(cfg),
-        "split": split,
-        "model_preset": cfg.name,
-        "checkpoint": info,
-        "environment": env,
-        "config": to_dict(cfg),
-    }
+    wall = time.perf_counter() - started
+    fields = report_fields(cfg, precision, start, wall, task="retrieval")
+    return {"split": split, "checkpoint": checkpoint_info(checkpoint), **fields}
 
 
 def _write(report: Any, out: Path, stem: str) -> tuple[Path, Path]:

@@ -7,12 +7,12 @@ torchrun --nproc_per_node=2 -m albef pretrain --config pretrain --set data.root=
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from albef.cli.config_cmd import add_config_arguments
+from albef.engine.metrics_log import read_metrics
 
 DESCRIPTION = """\
 Pretrain ALBEF: image-text contrastive loss with momentum distillation and feature queues, image-text
@@ -91,13 +91,6 @@ def _pretrain(args: argparse.Namespace) -> int:
     finally:
         end_run()
     return 0
-
-
-def read_metrics(path: Path) -> list[dict[str, float]]:
-    """The records of a run's ``metrics.jsonl`` (one per optimizer step)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def summarise(history: list[dict[str, float]]) -> dict[str, Any]:

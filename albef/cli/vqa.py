@@ -159,7 +159,8 @@ def _options(args: argparse.Namespace, split: str = "test") -> EvalOptions:
 # -- handlers -----------------------------------------------------------------------------------------------
 def _finetune(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.workflows.train import end_run, train
+    from albef.workflows.finetune import finetune
+    from albef.workflows.train import end_run
 
     if args.inactive_distill:
         args.overrides = [*args.overrides, "model.alpha=0.0"]
@@ -171,18 +172,16 @@ def _finetune(args: argparse.Namespace) -> int:
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     try:
-        result, model, ctx = train(
-            cfg, resume=args.resume, checkpoint=args.checkpoint, show_progress=not args.no_progress
+        done = finetune(
+            cfg, checkpoint=args.checkpoint, resume=args.resume, show_progress=not args.no_progress
         )
-        weights = result.best_checkpoint or result.checkpoint
-        if result.best_checkpoint is not None:
-            from albef.checkpoint import load_checkpoint
-
-            load_checkpoint(model, "vqa", str(result.best_checkpoint))
+        ctx = done.context
         summary = training_summary(Path(cfg.runtime.output_dir)) if ctx.world.is_main else {}
         if not args.no_test and cfg.data.test_file:
             extra = {"training": summary}
-            evaluate_and_report(cfg, model, ctx.precision, ctx.world, _options(args), weights, extra)
+            evaluate_and_report(
+                cfg, done.model, ctx.precision, ctx.world, _options(args), done.weights, extra
+            )
     finally:
         end_run()
     return 0
@@ -190,10 +189,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.engine.determinism import configure_determinism
-    from albef.engine.distributed import World
-    from albef.engine.precision import resolve_device, resolve_precision
-    from albef.workflows.train import prepare_data, seed_everything
+    from albef.workflows.evaluate import evaluation_model, prepare_evaluation
 
     cfg = resolve_config_for_eval(args)
     if not Path(args.checkpoint).is_file():
@@ -204,13 +200,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     refuse_overwrite(
         [out / f"vqa_result_{args.split}.json", out / f"vqa_{args.split}_report.json"], args.overwrite
     )
-    prepare_data(cfg, World())
-    seed_everything(cfg.runtime.seed)
-    model = load_vqa_model(cfg, args.checkpoint)
-    precision = resolve_precision(cfg.runtime.precision, resolve_device(cfg.runtime.device))
-    configure_determinism(cfg.runtime.deterministic, precision.device)
-    model.to(precision.device)
-    evaluate_and_report(cfg, model, precision, World(), _options(args), Path(args.checkpoint))
+    world, precision = prepare_evaluation(cfg)
+    model = evaluation_model(cfg, args.checkpoint, precision)
+    evaluate_and_report(cfg, model, precision, world, _options(args), Path(args.checkpoint))
     return 0
 
 
@@ -248,25 +240,6 @@ def resolve_config_for_eval(args: argparse.Namespace) -> Any:
     if cfg.task != "vqa":
         raise AlbefError(f"config {args.config!r} is for task '{cfg.task}', not vqa")
     return cfg
-
-
-def load_vqa_model(cfg: Any, checkpoint: str) -> Any:
-    """The VQA model without teachers (evaluation needs none), with ``checkpoint`` converted and loaded."""
-    import dataclasses
-
-    from albef.checkpoint import CheckpointFormatError, CheckpointMismatchError, load_checkpoint
-    from albef.models.builders import create_model
-
-    model = create_model("vqa", dataclasses.replace(cfg.model, distill=False))
-    try:
-        load_checkpoint(model, "vqa", checkpoint)
-    except (CheckpointFormatError, CheckpointMismatchError) as err:  # e.g. a config of another model size
-        raise CheckpointError(f"--checkpoint {checkpoint}: {err}") from err
-    if cfg.runtime.compile:
-        from albef.engine.compile import compile_model
-
-        compile_model(model, cfg.runtime.compile_mode)
-    return model.eval()
 
 
 def evaluate_and_report(
@@ -326,21 +299,10 @@ def evaluate_and_report(
 def _report(
     result: Any, cfg: Any, split: str, checkpoint: Path | None, precision: Any, start: str, wall: float
 ) -> Any:
-    from albef.config.io import to_dict
-    from albef.reporting.environment import collect_environment, file_sha256
-    from albef.reporting.schema import CheckpointInfo
+    from albef.workflows.reports import checkpoint_info, report_fields
 
-    info = None
-    if checkpoint is not None and Path(checkpoint).is_file():
-        info = CheckpointInfo(str(checkpoint), file_sha256(checkpoint))
     return result.to_report(
-        task="vqa",
-        dataset="synthetic" if cfg.data.synthetic_size else "vqa_v2",
-        split=split,
-        model_preset=cfg.name,
-        checkpoint=info,
-        environment=collect_environment(precision.device, precision.name, cfg.runtime.seed, start, wall),
-        config=to_dict(cfg),
+        split=split, checkpoint=checkpoint_info(checkpoint), **report_fields(cfg, precision, start, wall)
     )
 
 

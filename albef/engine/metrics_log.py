@@ -83,3 +83,10 @@ def step_timing(items: int, data_time: float, step_time: float, device: torch.de
         "step_time": step_time,
         "peak_memory_mb": run_peak_memory(device).mib,
     }
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The records of a run's ``metrics.jsonl`` (one per optimizer step)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -34,17 +34,14 @@ from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.bootstrap import retrieval_intervals
-from albef.evaluation.feature_cache import (
+from albef.evaluation.encode import RetrievalFeatures, encode_images, encode_split, encode_texts
+from albef.evaluation.feature_cache import FeatureCache
+from albef.evaluation.memory_plan import (
     DEFAULT_BUDGET_MB,
     FEATURE_DTYPES,
     MAX_PAIRS_PER_CALL,
-    FeatureCache,
     FusionDims,
     MemoryPlan,
-    RetrievalFeatures,
-    encode_images,
-    encode_split,
-    encode_texts,
     plan_memory,
 )
 from albef.evaluation.metrics import (

@@ -240,8 +240,9 @@ def plot_pipeline(
     if rows:
         fig, ax = plt.subplots(figsize=(7.2, 0.45 * len(rows) + 1.2))
         labels = [f"{s}.{m}" for s, m, *_ in rows]
-        measured = [float(r[2]) for r in rows]
-        chance = [float(r[3]) if r[3] else 0.0 for r in rows]
+        # The values themselves: the table's "measured" column is text ("58.8 ± 2.7" with an interval).
+        measured = [report.metrics[label].value for label in labels]
+        chance = [float(report.extra.get("chance", {}).get(label, 0.0)) for label in labels]
         y = range(len(rows))
         ax.barh([i + 0.2 for i in y], measured, height=0.4, label="measured")
         ax.barh([i - 0.2 for i in y], chance, height=0.4, label="chance", color="0.7")

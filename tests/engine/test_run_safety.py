@@ -24,7 +24,6 @@ from albef.errors import EXIT_SIGINT, EXIT_SIGTERM, RunFolderError, StorageError
 from tests.engine import assert_identical, pretrain_argv, small_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SLOW = Path(__file__).with_name("_pretrain_slow.py")
 HANG = Path(__file__).with_name("_pretrain_hang.py")
 STEPS = 12
 SETS = ("runtime.checkpoint_every=4", "runtime.keep_last=10", "data.test_file=null")
@@ -55,12 +54,12 @@ def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _start(helper: Path, at: int, ready: Path, argv: list[str]) -> subprocess.Popen[str]:
-    """Start ``helper`` (slow or hanging after step ``at``) and wait until it got there."""
+def _start(at: int, ready: Path, argv: list[str], pause: float = 600.0) -> subprocess.Popen[str]:
+    """Start a run that pauses ``pause`` s before each step after step ``at``; return once it got there."""
     proc = subprocess.Popen(
-        [sys.executable, str(helper), str(at), str(ready), *argv],
+        [sys.executable, str(HANG), str(at), str(ready), *argv],
         cwd=REPO_ROOT,
-        env=_env(),
+        env={**_env(), "ALBEF_TEST_PAUSE": str(pause)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -100,7 +99,9 @@ def test_a_signal_checkpoints_at_the_next_step_and_resume_is_bit_identical(
     world: Path, uninterrupted: Path, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
     run, ready = tmp_path / "run", tmp_path / "ready"
-    proc = _start(SLOW, 5, ready, _argv(world, run))  # between steps 5 and 6: no periodic checkpoint near
+    proc = _start(
+        5, ready, _argv(world, run), pause=0.3
+    )  # between steps 5 and 6: no periodic checkpoint near
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-2000:]
@@ -120,7 +121,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused_and_a_killed_runs_lock_tak
     world: Path, tmp_path: Path
 ) -> None:
     run, ready = tmp_path / "run", tmp_path / "ready"
-    holder = _start(HANG, 5, ready, _argv(world, run))
+    holder = _start(5, ready, _argv(world, run))
     try:
         before = snapshot(run)
         second = _run(_argv(world, run, "--resume", "auto"))
@@ -191,7 +192,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(
 ) -> None:
     run, ready = tmp_path / "run", tmp_path / "ready"
     argv = [*pretrain_argv(world, run, *SETS), "--max-steps", "8"]
-    killed = _start(HANG, 5, ready, argv)  # a run that got past its step-4 checkpoint, then died
+    killed = _start(5, ready, argv)  # a run that got past its step-4 checkpoint, then died
     killed.kill()
     killed.wait()
     before = snapshot(run / ckpt.CHECKPOINT_DIR)

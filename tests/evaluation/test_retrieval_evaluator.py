@@ -13,7 +13,8 @@ from albef.config import ExperimentConfig, load_config
 from albef.data.records import RetrievalEvalSet
 from albef.engine.precision import resolve_precision
 from albef.evaluation import retrieval as retrieval_module
-from albef.evaluation.feature_cache import FeatureCache, cache_key, data_fingerprint, encode_split
+from albef.evaluation.encode import encode_split
+from albef.evaluation.feature_cache import FeatureCache, cache_key, data_fingerprint
 from albef.evaluation.metrics import OFFICIAL_KEYS, fill_scores, retrieval_metrics, topk_candidates
 from albef.evaluation.rerank import one_query_rerank
 from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split, settings_from_config

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from albef.engine.distributed import World
-from albef.evaluation.feature_cache import FusionDims, plan_memory
+from albef.evaluation.memory_plan import FusionDims, plan_memory
 from albef.evaluation.metrics import RERANK_FILL, fill_scores, topk_candidates
 from albef.evaluation.rerank import PairScorer, one_query_rerank, rerank_queries
 from albef.evaluation.retrieval import dense_scores, rerank_local, shard_rows
@@ -142,7 +142,7 @@ def test_scorer_rejects_masks_that_are_not_prefixes(
 
 # -- the memory plan --------------------------------------------------------------------------------------------
 def test_memory_plan_of_coco_5k_at_384_px() -> None:
-    """The numbers documented in albef/evaluation/feature_cache.py (ViT-B/16 + BERT-base)."""
+    """The numbers documented in albef/evaluation/memory_plan.py (ViT-B/16 + BERT-base)."""
     plan = plan_memory(FusionDims(768, 768, 12, 3072), 5000, 25010, 577, 256, budget_mb=2048)
     assert plan.image_tokens == 5000 * 577 * 768 * 4  # 8.25 GiB
     assert plan_memory(

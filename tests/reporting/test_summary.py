@@ -119,3 +119,13 @@ def test_pretraining_intervals_reach_the_summary_rows() -> None:
     assert shown[("pretrain", "zero_shot_r_mean")] == "61.1 ± 2.4"
     assert shown[("retrieval", "r_mean")] == "40.0 ± 2.5"
     assert shown[("retrieval", "txt_r1")] == "20.0"
+
+
+def test_the_chance_plot_reads_values_not_the_table_text(tmp_path: Path) -> None:
+    """The table shows "40.0 ± 2.5"; the plot must use the numbers (it failed on the interval text)."""
+    vqa = _report("vqa")
+    vqa.add_metric("overall", 40.0, n=300, interval=(37.5, 42.5))
+    report = pipeline_report({"vqa": vqa}, None, chance_levels(MANIFEST), {}, {})
+    assert any("±" in row[2] for row in summary_rows(report))
+    figures = plot_pipeline(report, {}, tmp_path / "out")
+    assert [p.name for p in figures] == ["tasks_vs_chance.png"] and figures[0].stat().st_size > 1000

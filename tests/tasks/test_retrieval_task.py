@@ -134,10 +134,10 @@ def test_finetune_validates_keeps_best_and_reports_test(tmp_path_factory: pytest
     assert report.metrics["r_mean"].value == pytest.approx(summary["test"]["r_mean"])
     for name in ("metrics.csv", "stages.csv", "report.md", "throughput.png"):  # rendered like the other tasks
         assert (out / "reports" / name).is_file(), name
-    train = RunReport.load(out / "reports" / "train" / "retrieval_train_report.json")
+    train = RunReport.load(out / "retrieval_train_report.json")
     assert train.kind == "training" and train.extra["best_epoch"] == summary["best_epoch"]
     assert train.metrics["val_r_mean"].value == pytest.approx(best)
-    assert (out / "reports" / "train" / "metrics.csv").is_file()
+    assert (out / "metrics.csv").is_file()
 
 
 def test_finetune_from_a_pretraining_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> None:
