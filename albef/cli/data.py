@@ -209,15 +209,12 @@ class ProgressBars:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from albef.cli.main import AlbefError
-    from albef.data.synthetic import SyntheticWorldError, ensure_world, world_matches
+    from albef.data.synthetic import ensure_world, world_matches
 
     reused = not args.force and world_matches(args.out, args.size, args.seed, args.image_size)
     bars = ProgressBars()
-    try:
+    try:  # a folder holding something else is a SyntheticWorldError: one line, exit 2
         root = ensure_world(args.out, args.size, args.seed, args.image_size, force=args.force, progress=bars)
-    except SyntheticWorldError as err:
-        raise AlbefError(str(err)) from err
     finally:
         bars.close()
     print_world_summary(root, reused)

@@ -298,9 +298,7 @@ def summarise(
 
     manifest = json.loads((world / "manifest.json").read_text(encoding="utf-8"))
     reports = {
-        name: RunReport.load(out / name / stage.report)
-        for name, stage in stages.items()
-        if stage.report is not None
+        name: RunReport.load(out / name / s.report) for name, s in stages.items() if s.report is not None
     }
     summary_path = out / "pretrain" / "summary.json"
     pretrain_summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
@@ -344,9 +342,8 @@ def _clear_previous_run(out: Path, stages: list[Stage]) -> None:
     """Remove the stage folders of an earlier quickstart in ``out``: each stage is a run that refuses a folder
     holding another run, and the quickstart owns these folders (its report is rewritten as well)."""
     previous = [out / stage.name for stage in stages if (out / stage.name).exists()]
-    if not previous:
-        return
-    _say(f"replacing the previous quickstart run in {out} ({', '.join(p.name for p in previous)})")
+    if previous:
+        _say(f"replacing the previous quickstart run in {out} ({', '.join(p.name for p in previous)})")
     for folder in previous:
         shutil.rmtree(folder)
 
@@ -354,7 +351,7 @@ def _clear_previous_run(out: Path, stages: list[Stage]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from albef.cli.data import ProgressBars, print_world_summary
     from albef.cli.main import AlbefError
-    from albef.data.synthetic import DEFAULT_IMAGE_SIZE, SyntheticWorldError, ensure_world, world_matches
+    from albef.data.synthetic import DEFAULT_IMAGE_SIZE, ensure_world, world_matches
     from albef.reporting.summary import summary_rows
 
     if args.minutes <= 0:
@@ -363,10 +360,8 @@ def _run(args: argparse.Namespace) -> int:
     reused = world_matches(world, args.size, args.seed, DEFAULT_IMAGE_SIZE)
     bars = ProgressBars()
     tic = time.perf_counter()
-    try:
+    try:  # a folder holding something else is a SyntheticWorldError: one line, exit 2
         world = ensure_world(world, args.size, args.seed, progress=bars)
-    except SyntheticWorldError as err:
-        raise AlbefError(str(err)) from err
     finally:
         bars.close()
     print_world_summary(world, reused)

@@ -333,9 +333,10 @@ def plot_group(report: RunReport, group: str, path: Path) -> Path | None:
     top = max([*values, *(m.ci_high or 0.0 for m in metrics.values())])
     if min(values) >= 0 and top > 0:
         ax.set_xlim(0, top * 1.12)  # room for the value labels
-    for row, value in zip(rows, values, strict=True):
+    for row, (value, metric) in enumerate(zip(values, metrics.values(), strict=True)):
+        right = value if metric.ci_high is None else max(value, metric.ci_high)  # past the error bar
         ax.annotate(
-            f"{value:.1f}", (value, row), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+            f"{value:.1f}", (right, row), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
         )
     ax.set_xlabel("value (bars: 95 % interval)" if any(any(e) for e in errors) else "value")
     ax.set_title(f"{report.task} metrics by {group}")
