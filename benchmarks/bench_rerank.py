@@ -42,7 +42,7 @@ from torch import Tensor
 
 from albef.config.io import to_dict
 from albef.data.text import pre_caption
-from albef.evaluation.feature_cache import FusionDims, plan_memory
+from albef.evaluation.memory_plan import FusionDims, plan_memory
 from albef.evaluation.metrics import topk_candidates
 from albef.evaluation.rerank import Direction, PairScorer, one_query_rerank, query_pairs
 from albef.models.albef import ALBEFRetrieval

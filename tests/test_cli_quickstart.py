@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from albef.cli.main import AlbefError
-from albef.cli.quickstart import (
+from albef.workflows.quickstart import (
     EPOCHS,
     Stage,
     build_stages,
@@ -92,7 +92,7 @@ def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
 def test_pretraining_splits_over_ranks_only_on_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from albef.cli.quickstart import pretrain_layout
+    from albef.workflows.quickstart import pretrain_layout
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     assert pretrain_layout(2, "auto") == (2, 16)

@@ -4,7 +4,7 @@ Each stage of ``albef quickstart`` writes its own run report; :func:`pipeline_re
 metrics (prefixed with the stage, e.g. ``vqa.overall``), their timed stages and the chance level of every
 metric (from the synthetic world's ``manifest.json``) into one :class:`~albef.reporting.RunReport`.
 :func:`summary_markdown` and :func:`plot_pipeline` render it. Pure functions over files and records; the
-orchestration lives in :mod:`albef.cli.quickstart`.
+orchestration lives in :mod:`albef.workflows.quickstart`.
 """
 
 from __future__ import annotations
