@@ -147,6 +147,7 @@ class Trainer:
         log_every = cfg.runtime.log_every if self.world.is_main else 0
         self.display = StepDisplay(self.show_progress, log_every, self.total_steps)
         self._last_checkpoint: Path | None = None
+        self._saved_step: int | None = None
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint_payload(self, rng_per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -167,6 +168,7 @@ class Trainer:
         """Write a checkpoint (rank 0) and prune old ones; returns its path. Every rank must call it."""
         # Each rank draws its own masks and negatives: keep every rank's RNG state, not only rank 0's.
         rng_per_rank = all_gather_object(ckpt.rng_state()) if self.world.distributed else None
+        self._saved_step = self.state.global_step  # on every rank: whether a step is saved is collective
         if not self.world.is_main:
             return None
         directory = self.output_dir / ckpt.CHECKPOINT_DIR
@@ -196,7 +198,7 @@ class Trainer:
         """Checkpoint the step just finished (unless it already is) and raise :class:`RunInterrupted`."""
         name = ckpt.checkpoint_name(self.state.global_step)
         path = self._last_checkpoint
-        if path is None or path.name != name:
+        if self._saved_step != self.state.global_step:  # the same answer on every rank (a collective follows)
             path = self.save_checkpoint()
         raise RunInterrupted(
             f"stopped by {signal.Signals(signum).name} after step {self.state.global_step}; checkpoint "

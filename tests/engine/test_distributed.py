@@ -177,3 +177,51 @@ def test_two_rank_resume_is_bit_identical(tmp_path_factory: pytest.TempPathFacto
         assert resumed[rank]["global_step"] == straight[rank]["global_step"] == 4
         expected, got = straight[rank]["model"], resumed[rank]["model"]
         assert [k for k in expected if not torch.equal(expected[k], got[k])] == [], f"rank {rank}"
+
+
+@pytest.mark.slow
+def test_sigterm_to_two_ranks_stops_both_at_the_same_step_with_one_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """torchrun forwards SIGTERM to every rank; the ranks agree on the step (an all-reduce) and the checkpoint
+    (a collective), so the job ends instead of hanging, and ``--resume auto`` continues it."""
+    import signal
+    import time
+
+    world, out = small_world(tmp_path_factory), tmp_path_factory.mktemp("signalled")
+    ready = out / "ready"
+    argv = ["pretrain", "--output-dir", str(out / "run"), "--no-progress", "--max-steps", "9"]
+    for value in (f"data.root={world}", "data.synthetic_size=small", *TINY_OVERRIDES, "data.test_file=null"):
+        argv += ["--set", value]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "ALBEF_TEST_PAUSE": "0.3"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    helper = Path(__file__).with_name("_pretrain_hang.py")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.Popen(
+        [*launcher, str(helper), "3", str(ready), *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the job never reached step 4"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "a stopped job reports it"
+    assert "stopped by SIGTERM after step" in stderr, stderr[-3000:]
+    steps = [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(out / "run" / ckpt.CHECKPOINT_DIR)]
+    assert steps and 4 <= steps[-1] < 9
+    env.pop("ALBEF_TEST_PAUSE")
+    resumed = subprocess.run(
+        [*launcher, "-m", "albef", *argv, "--resume", "auto"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert ckpt.list_checkpoints(out / "run" / ckpt.CHECKPOINT_DIR)[-1].name == ckpt.checkpoint_name(9)
