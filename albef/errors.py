@@ -87,7 +87,10 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (DeviceError.exit_code, "device or precision not available"),
     (StorageError.exit_code, "a file could not be written: disk full, quota, file-size limit"),
     (NonFiniteLossError.exit_code, "a loss became NaN or infinite"),
-    (RunFolderError.exit_code, "output folder locked by a live run, or holding another run"),
+    (
+        RunFolderError.exit_code,
+        "output in use: a live run holds it, another run is there, or an earlier report",
+    ),
     (EXIT_SIGINT, "interrupted (SIGINT, Ctrl-C); training wrote a checkpoint first"),
     (EXIT_SIGTERM, "terminated (SIGTERM, e.g. preemption); training wrote a checkpoint first"),
 )
