@@ -113,7 +113,8 @@ def storage_error(path: str | os.PathLike[str], err: BaseException) -> StorageEr
     reason = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else "short write"
     where = os.path.dirname(os.path.abspath(path)) or "."
     try:
-        free = f"{os.statvfs(where).f_bavail * os.statvfs(where).f_frsize / 2**20:.0f} MiB free there"
+        stats = os.statvfs(where)
+        free = f"{stats.f_bavail * stats.f_frsize / 2**20:.0f} MiB free there"
     except OSError:
         free = "free space unknown"
     return StorageError(

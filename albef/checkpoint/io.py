@@ -76,13 +76,10 @@ def torch_load_safe(path: PathLike) -> Any:
             f"(torch.load(weights_only=True) said: {reason}). Nothing from it was executed. If you trust the "
             "file, re-save its state dict as plain tensors (or .safetensors) in a separate process."
         ) from None
-    except FileNotFoundError:
-        raise CheckpointFormatError(f"{path}: no such checkpoint file") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError) as err:
-        size = _size(path)
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise CheckpointFormatError(
-            f"{path}: not a readable checkpoint ({size}; truncated, corrupt or not a torch file: {reason})"
+            f"{path}: not a readable checkpoint ({_size(path)}; truncated, corrupt or not a torch file: "
+            f"{_first_line(err)})"
         ) from None
 
 
@@ -110,6 +107,12 @@ def _unpickler_reason(text: str) -> str:
             detail = line.removeprefix("WeightsUnpickler error:").strip()
             return detail or (lines[i + 1] if i + 1 < len(lines) else "refused")
     return lines[0] if lines else "refused"
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 160 characters), or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
 
 
 def _size(path: PathLike) -> str:
@@ -172,9 +175,8 @@ def read_state_dict(path: PathLike) -> StateDict:
         try:
             state = _read_safetensors(path)
         except Exception as err:  # safetensors raises its own error type (and OSError) for a broken file
-            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             raise CheckpointFormatError(
-                f"{path}: not a readable safetensors file ({_size(path)}; {reason})"
+                f"{path}: not a readable safetensors file ({_size(path)}; {_first_line(err)})"
             ) from None
         return unwrap_state_dict(state, str(path))
     return unwrap_state_dict(torch_load_safe(path), str(path))

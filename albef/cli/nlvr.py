@@ -132,8 +132,6 @@ def _finetune(args: argparse.Namespace) -> int:
     from albef.workflows.train import end_run
 
     cfg = checked_config(resolve_config(args), args.task_name, args.config)
-    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     initial = None

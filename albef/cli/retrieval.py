@@ -101,8 +101,6 @@ def _finetune(args: argparse.Namespace) -> int:
     if cfg.task != "retrieval":
         raise AlbefError(f"config {args.config!r} is for task '{cfg.task}', not retrieval")
     _check_file(args.checkpoint, "--checkpoint")
-    if args.resume not in (None, "auto"):
-        _check_file(args.resume, "--resume")
     try:
         started, start_time = time.perf_counter(), _now()
         done = finetune(

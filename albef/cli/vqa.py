@@ -167,8 +167,6 @@ def _finetune(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     if cfg.task != "vqa":
         raise AlbefError(f"config {args.config!r} is for task '{cfg.task}', not vqa")
-    if args.resume not in (None, "auto") and not Path(args.resume).is_file():
-        raise CheckpointError(f"--resume {args.resume}: no such checkpoint file")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
     try:
