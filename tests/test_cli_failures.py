@@ -82,25 +82,25 @@ def test_max_steps_flag_is_range_checked(
     assert _error(capsys).endswith("optim.max_steps must be at least 1 (or null: every epoch), got -5")
 
 
-def test_cuda_on_a_cpu_machine_is_a_device_error(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("runtime.device=cuda", "runtime.device='cuda', but this machine has no usable CUDA device"),
+        ("runtime.precision=amp_fp16", "runtime.precision=amp_fp16 (fp16 autocast) needs a CUDA"),
+    ],
+)
+def test_a_device_or_precision_this_machine_lacks_is_a_device_error(
+    world: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    override: str,
+    expected: str,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    argv = [*pretrain_argv(world, tmp_path / "r"), "--set", "runtime.device=cuda"]
+    argv = [*pretrain_argv(world, tmp_path / "r"), "--set", override]
     assert main(argv) == DeviceError.exit_code
-    assert _error(capsys).startswith(
-        "albef pretrain: error: runtime.device='cuda', but this machine has no usable CUDA device"
-    )
-
-
-def test_fp16_autocast_on_the_cpu_is_a_device_error(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = [*pretrain_argv(world, tmp_path / "r"), "--set", "runtime.precision=amp_fp16"]
-    assert main(argv) == DeviceError.exit_code
-    assert _error(capsys).startswith(
-        "albef pretrain: error: runtime.precision=amp_fp16 (fp16 autocast) needs a CUDA"
-    )
+    assert _error(capsys).startswith(f"albef pretrain: error: {expected}")
 
 
 def test_a_non_finite_loss_names_the_step_and_the_state_of_the_checkpoints(
