@@ -28,8 +28,7 @@ from tabulate import tabulate
 
 from albef.data.records import RetrievalEvalSet
 from albef.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_counts, retrieval_intervals
-from albef.evaluation.metrics import retrieval_metrics, retrieval_ranks
-from albef.evaluation.retrieval import retrieval_metric_objects
+from albef.evaluation.metrics import retrieval_metric_objects, retrieval_metrics, retrieval_ranks
 from albef.reporting.environment import cpu_model, git_revision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

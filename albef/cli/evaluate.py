@@ -1,16 +1,21 @@
-"""``albef evaluate <task>``: evaluate a checkpoint and write a run report; score result files offline.
+"""``albef evaluate <task>``: one subcommand per registered task that has an evaluation description, and
+the offline scorers of result files (:mod:`albef.cli.score`).
 
-Each task's subcommands live in its task module (:data:`albef.cli.finetune.TASK_MODULES`), which exposes
-``register_evaluate(subparsers)``.
+Every task subcommand takes the config, ``--checkpoint``, ``--split`` (the task's splits), ``--output-dir``
+(alias ``--out``), ``--overwrite`` and the task's own options (:attr:`albef.tasks.Task.evaluate_options`),
+and runs :func:`albef.workflows.evaluate.run_evaluation`. A new task appears here by registering itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+from pathlib import Path
 from typing import Any
 
-from albef.cli.finetune import TASK_MODULES
+from albef.cli import score
+from albef.cli.config_cmd import add_config_arguments
+from albef.cli.outputs import add_output_arguments
+from albef.cli.task_options import add_options, described_parser, option_values, task_classes
 
 
 def register(subparsers: Any) -> None:
@@ -18,12 +23,53 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="evaluate a checkpoint (retrieval, VQA, NLVR2, SNLI-VE) or score a result file",
         description=(
-            "Evaluate a checkpoint on a split with the official protocol and write a run report (metrics + "
-            "per-stage throughput and latency) as JSON and Markdown; or score a result file offline exactly "
-            "as the official tools do (vqa-score, nlvr-score)."
+            "Evaluate a checkpoint on a split with the official protocol and write a run report (metrics with "
+            "95% intervals + per-stage throughput and latency) as JSON and Markdown, plus the task's own files; "
+            "or score a result file offline exactly as the official tools do (vqa-score, nlvr-score)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = parser.add_subparsers(title="tasks", dest="task", metavar="<task>", required=True)
-    for name in TASK_MODULES:
-        importlib.import_module(name).register_evaluate(tasks)
+    for name, task in task_classes():
+        if task.evaluate_description is None:
+            continue
+        sub = described_parser(tasks, name, task.help, task.evaluate_description)
+        add_config_arguments(sub, default=f"synthetic_{name}")
+        sub.add_argument(
+            "--checkpoint", required=True, metavar="PATH", help="weights to evaluate (official ALBEF or ours)"
+        )
+        sub.add_argument(
+            "--split", choices=task.splits, default=task.splits[0], help=f"default: {task.splits[0]}"
+        )
+        sub.add_argument(
+            "--output-dir",
+            "--out",
+            dest="output_dir",
+            help="where the report and the task's files go (default: runtime.output_dir; for retrieval "
+            "<runtime.output_dir>/eval)",
+        )
+        add_options(sub, task.evaluate_options)
+        add_output_arguments(sub)
+        sub.set_defaults(handler=_evaluate, task_class=task, task_name=name)
+    score.register(tasks)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from albef.config import load_config
+    from albef.workflows.evaluate import run_evaluation
+    from albef.workflows.train import end_run
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        run_evaluation(
+            cfg,
+            args.checkpoint,
+            args.split,
+            out=Path(args.output_dir) if args.output_dir else None,
+            options=option_values(args, args.task_class.evaluate_options),
+            overwrite=args.overwrite,
+            task=args.task_name,
+        )
+    finally:
+        end_run()
+    return 0

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from albef.cli.train import add_train_arguments, resolve_config
-from albef.errors import CheckpointError
 
 DESCRIPTION = """\
 Text-assignment (TA) pretraining, the step between pretraining and NLVR2 finetuning (spec §2.7): each caption
@@ -37,22 +36,15 @@ def register(subparsers: Any) -> None:
 
 
 def _pretrain_ta(args: argparse.Namespace) -> int:
-    from albef.cli.classify_report import print_training
-    from albef.cli.nlvr import checked_config
-    from albef.workflows.finetune import finetune
-    from albef.workflows.train import end_run
+    from albef.workflows.evaluate import build_task
+    from albef.workflows.finetune import finetune_task
 
-    cfg = checked_config(resolve_config(args), "nlvr_pretrain", args.config)
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such file")
-    try:
-        done = finetune(
-            cfg, checkpoint=args.checkpoint, resume=args.resume, show_progress=not args.no_progress
-        )
-        if done.report is not None:  # rank 0
-            print_training(done.report)
-            print(f"checkpoint: {done.result.checkpoint}")
-            print(f"report: {Path(cfg.runtime.output_dir) / 'nlvr_pretrain_train_report.json'}")
-    finally:
-        end_run()
+    cfg = resolve_config(args)
+    build_task(cfg, "nlvr_pretrain")  # refuses another task's config before any work
+    done = finetune_task(
+        cfg, checkpoint=args.checkpoint, resume=args.resume, show_progress=not args.no_progress, test=False
+    )
+    if done.report is not None:  # rank 0
+        print(f"checkpoint: {done.result.checkpoint}")
+        print(f"report: {Path(cfg.runtime.output_dir) / 'nlvr_pretrain_train_report.json'}")
     return 0

@@ -68,7 +68,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from albef.cli.main import AlbefError
-    from albef.workflows.train import end_run, train, write_summary
+    from albef.workflows.train import end_run, summarise, train, write_summary
 
     cfg = resolve_config(args)
     if cfg.task != "pretrain":
@@ -93,23 +93,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarise(history: list[dict[str, float]]) -> dict[str, Any]:
-    """Mean of each loss over the first and the last tenth of the steps."""
-    if not history:
-        return {"steps": 0}
-    n = max(1, len(history) // 10)
-    keys = [k for k in history[0] if k.endswith("_loss") or k == "loss"]
-    first = {k: sum(h[k] for h in history[:n]) / n for k in keys}
-    last = {k: sum(h[k] for h in history[-n:]) / n for k in keys}
-    speed = sum(h["samples_per_s"] for h in history) / len(history)
-    return {"steps": int(history[-1]["step"]), "loss_first": first, "loss_last": last, "samples_per_s": speed}
-
-
 def zero_shot_itc(cfg: Any, model: Any, precision: Any) -> tuple[dict[str, float], dict[str, list[Any]]]:
     """ITC-only retrieval metrics on ``data.test_file``, and the recalls' ``[low, high, n]`` bootstrap
     intervals (images resampled with their captions)."""
     from albef.data.formats import read_retrieval_eval
-    from albef.evaluation.retrieval import encode_split, itc_similarity, retrieval_metric_objects
+    from albef.evaluation.encode import encode_split
+    from albef.evaluation.metrics import retrieval_metric_objects
+    from albef.evaluation.similarity import itc_similarity
     from albef.tasks.data import build_tokenizer, data_path
 
     path = data_path(cfg.data, cfg.data.test_file)

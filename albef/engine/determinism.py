@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from albef.config.io import ConfigError
@@ -122,3 +124,10 @@ def naming_nondeterministic_ops() -> Iterator[None]:
         if message is None:
             raise
         raise NondeterministicOpError(message) from err
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python's ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

@@ -54,6 +54,13 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def current_world() -> World:
+    """The running process group's rank and size (a single process when none is initialised)."""
+    if not is_distributed():
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
 @torch.no_grad()
 def all_gather_cat(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` (B, ...) from every rank along dim 0 (no gradient); identity in one process."""

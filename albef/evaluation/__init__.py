@@ -56,7 +56,8 @@ from albef.evaluation.encode import RetrievalFeatures  # noqa: E402
 from albef.evaluation.feature_cache import FeatureCache  # noqa: E402
 from albef.evaluation.memory_plan import FusionDims, plan_memory  # noqa: E402
 from albef.evaluation.metrics import OFFICIAL_KEYS, recall_at_k, retrieval_ranks, topk_candidates  # noqa: E402
-from albef.evaluation.rerank import PairScorer, one_query_rerank  # noqa: E402
+from albef.evaluation.pair_scorer import PairScorer  # noqa: E402
+from albef.evaluation.rerank import one_query_rerank  # noqa: E402
 from albef.evaluation.retrieval import (  # noqa: E402
     RetrievalEvaluator,
     RetrievalSettings,

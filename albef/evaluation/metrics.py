@@ -18,6 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from albef.data.records import RetrievalEvalSet
+from albef.evaluation.bootstrap import retrieval_intervals
+from albef.reporting.schema import Metric
+
 RECALL_KS = (1, 5, 10)
 TieRule = Literal["lower_index_first", "higher_index_first"]
 OFFICIAL_KEYS = (
@@ -250,4 +254,28 @@ def fill_scores(
     """A dense (R, C) score matrix: ``scores`` (n, k) at ``(rows, candidates)``, ``fill`` everywhere else."""
     out = torch.full(shape, fill, dtype=torch.float32)
     out[rows.view(-1, 1), candidates] = scores.float()
+    return out
+
+
+def chance_recall_at_1(split: RetrievalEvalSet) -> dict[str, float]:
+    """R@1 (percent) of a random ranking: ``txt_r1`` averages captions-per-image / N_t, ``img_r1`` is 1 / N_i."""
+    txt = sum(len(texts) for texts in split.img2txt) / (split.num_images * split.num_texts)
+    return {"txt_r1": 100.0 * txt, "img_r1": 100.0 / split.num_images}
+
+
+def retrieval_metric_objects(
+    scores_i2t: Tensor, scores_t2i: Tensor, split: RetrievalEvalSet, ties: TieRule = "lower_index_first"
+) -> dict[str, Metric]:
+    """The official recalls in percent (higher is better) with their query counts and bootstrap intervals
+    (images resampled with their captions), then the mean and median ranks (lower is better)."""
+    img_ranks, txt_ranks = retrieval_ranks(scores_i2t, scores_t2i, split.img2txt, split.txt2img, ties)
+    values = {**recall_metrics(img_ranks, txt_ranks), **rank_statistics(img_ranks, txt_ranks)}
+    intervals = retrieval_intervals(img_ranks, txt_ranks, list(split.txt2img))
+    out = {
+        key: Metric(values[key], n=intervals[key].n, ci_low=intervals[key].low, ci_high=intervals[key].high)
+        for key in OFFICIAL_KEYS
+    }
+    for key in RANK_KEYS:
+        n = img_ranks.shape[0] if key.startswith("txt_") else txt_ranks.shape[0]
+        out[key] = Metric(values[key], higher_is_better=False, unit="", n=int(n))
     return out

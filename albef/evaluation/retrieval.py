@@ -1,5 +1,11 @@
 """Retrieval evaluation: encode a split once, rank by ITC, re-rank the top k by ITM, score.
 
+:class:`RetrievalEvaluator` runs five steps, each in a module named after it and called in this order:
+:mod:`~albef.evaluation.encode` (or the :mod:`~albef.evaluation.feature_cache`, the memory plan in
+:mod:`~albef.evaluation.memory_plan`) -> :mod:`~albef.evaluation.similarity` ->
+:mod:`~albef.evaluation.candidates` -> :mod:`~albef.evaluation.rerank` (its scorer in
+:mod:`~albef.evaluation.pair_scorer`) -> :mod:`~albef.evaluation.metrics`.
+
 The protocol is the official one (spec §5.1): texts are ``pre_caption``-ed, padded to ``max_length`` (30)
 with truncation and run through the text layers; images take the test transform; the ITC similarity
 ``image_feat @ text_feat.T`` (no temperature) picks each query's top k candidates; every candidate is scored
@@ -33,7 +39,7 @@ from albef.data.tokenizer import TextTokenizer
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
-from albef.evaluation.bootstrap import retrieval_intervals
+from albef.evaluation.candidates import Candidates, select_candidates, shard_rows
 from albef.evaluation.encode import RetrievalFeatures, encode_images, encode_split, encode_texts
 from albef.evaluation.feature_cache import FeatureCache
 from albef.evaluation.memory_plan import (
@@ -45,21 +51,16 @@ from albef.evaluation.memory_plan import (
     plan_memory,
 )
 from albef.evaluation.metrics import (
-    OFFICIAL_KEYS,
-    RANK_KEYS,
-    RERANK_FILL,
     TieRule,
-    fill_scores,
-    rank_statistics,
-    recall_metrics,
+    chance_recall_at_1,
+    retrieval_metric_objects,
     retrieval_metrics,
-    retrieval_ranks,
-    topk_candidates,
 )
-from albef.evaluation.rerank import Direction, PairScorer, ScoreMode
+from albef.evaluation.pair_scorer import PairScorer
+from albef.evaluation.rerank import Reranked, ScoreMode, dense_scores, rerank_candidates
+from albef.evaluation.similarity import itc_similarity
 from albef.models.albef import ContrastiveALBEF
 from albef.reporting.measure import StageTimer
-from albef.reporting.schema import Metric
 
 __all__ = [
     "FEATURE_DTYPES",
@@ -79,11 +80,6 @@ __all__ = [
     "settings_from_config",
     "shard_rows",
 ]
-
-
-def itc_similarity(features: RetrievalFeatures) -> Tensor:
-    """The ITC matrix image_feat @ text_feat.T (N_i, N_t), without temperature (the official ranking)."""
-    return features.image_feat @ features.text_feat.T
 
 
 def itc_retrieval_metrics(features: RetrievalFeatures, split: RetrievalEvalSet) -> dict[str, float]:
@@ -111,12 +107,6 @@ def read_eval_split(path: str | Path) -> RetrievalEvalSet:
     if isinstance(data, list) and data and isinstance(data[0], dict) and "image_name" in data[0]:
         return read_maccap_flickr(path)
     return read_retrieval_eval(path)
-
-
-def chance_recall_at_1(split: RetrievalEvalSet) -> dict[str, float]:
-    """R@1 (percent) of a random ranking: ``txt_r1`` averages captions-per-image / N_t, ``img_r1`` is 1 / N_i."""
-    txt = sum(len(texts) for texts in split.img2txt) / (split.num_images * split.num_texts)
-    return {"txt_r1": 100.0 * txt, "img_r1": 100.0 / split.num_images}
 
 
 # -- the evaluator --------------------------------------------------------------------------------------------
@@ -189,76 +179,6 @@ def settings_from_config(cfg: ExperimentConfig, **overrides: Any) -> RetrievalSe
     return RetrievalSettings(**{**values, **overrides})
 
 
-def shard_rows(total: int, world: World) -> Tensor:
-    """This rank's query rows: contiguous blocks of ``total // world_size + 1`` rows (the official split)."""
-    step = total // world.world_size + 1
-    start = min(total, world.rank * step)
-    return torch.arange(start, min(total, start + step))
-
-
-@dataclass
-class Reranked:
-    """The ITM scores of this rank's queries: ``scores[d]`` (n, k) for the rows ``rows[d]`` (n,)."""
-
-    rows: dict[str, Tensor]
-    candidates: dict[str, Tensor]
-    itc: dict[str, Tensor]
-    scores: dict[str, Tensor]
-    pairs_requested: int
-    pairs_scored: int
-
-
-def rerank_local(scorer: PairScorer, sims: Tensor, k: int, world: World, timer: StageTimer) -> Reranked:
-    """Re-rank this rank's image and text queries; a pair asked by both directions is scored once."""
-    rows, candidates, itc = {}, {}, {}
-    for direction, matrix in (("i2t", sims), ("t2i", sims.T)):
-        rows[direction] = shard_rows(matrix.shape[0], world)
-        with timer.stage("topk", items=max(1, rows[direction].shape[0]), item="query"):
-            itc[direction], candidates[direction] = topk_candidates(matrix[rows[direction]], k)
-    n_text = sims.shape[1]
-    images = [rows["i2t"].repeat_interleave(candidates["i2t"].shape[1]), candidates["t2i"].reshape(-1)]
-    texts = [candidates["i2t"].reshape(-1), rows["t2i"].repeat_interleave(candidates["t2i"].shape[1])]
-    pair_ids = torch.cat(images) * n_text + torch.cat(texts)
-    unique, inverse = torch.unique(pair_ids, return_inverse=True)
-    scored = scorer.score(unique // n_text, unique % n_text)[inverse]
-    split = candidates["i2t"].numel()
-    scores = {
-        "i2t": scored[:split].view(candidates["i2t"].shape),
-        "t2i": scored[split:].view(candidates["t2i"].shape),
-    }
-    return Reranked(rows, candidates, itc, scores, pair_ids.numel(), unique.numel())
-
-
-def dense_scores(
-    parts: list[Reranked], direction: Direction, shape: tuple[int, int], add_itc: bool
-) -> Tensor:
-    """The full (R, C) matrix of one direction from every rank's rows (-100 outside each top k)."""
-    out = torch.full(shape, RERANK_FILL, dtype=torch.float32)
-    for part in parts:
-        scores = part.scores[direction] + (part.itc[direction] if add_itc else 0.0)
-        rows, candidates = part.rows[direction], part.candidates[direction]
-        out[rows] = fill_scores((rows.shape[0], shape[1]), torch.arange(rows.shape[0]), candidates, scores)
-    return out
-
-
-def retrieval_metric_objects(
-    scores_i2t: Tensor, scores_t2i: Tensor, split: RetrievalEvalSet, ties: TieRule = "lower_index_first"
-) -> dict[str, Metric]:
-    """The official recalls in percent (higher is better) with their query counts and bootstrap intervals
-    (images resampled with their captions), then the mean and median ranks (lower is better)."""
-    img_ranks, txt_ranks = retrieval_ranks(scores_i2t, scores_t2i, split.img2txt, split.txt2img, ties)
-    values = {**recall_metrics(img_ranks, txt_ranks), **rank_statistics(img_ranks, txt_ranks)}
-    intervals = retrieval_intervals(img_ranks, txt_ranks, list(split.txt2img))
-    out = {
-        key: Metric(values[key], n=intervals[key].n, ci_low=intervals[key].low, ci_high=intervals[key].high)
-        for key in OFFICIAL_KEYS
-    }
-    for key in RANK_KEYS:
-        n = img_ranks.shape[0] if key.startswith("txt_") else txt_ranks.shape[0]
-        out[key] = Metric(values[key], higher_is_better=False, unit="", n=int(n))
-    return out
-
-
 class RetrievalEvaluator(Evaluator):
     """Image-text retrieval on one split (module docstring).
 
@@ -326,18 +246,19 @@ class RetrievalEvaluator(Evaluator):
             model.train(was_training)
 
     def _run(self, model: ContrastiveALBEF) -> EvalResult:
-        s, device = self.settings, self.precision.device
-        timer = StageTimer(device)
-        features, cache_status = self.features(model, timer)
+        """The five steps in order: encode, ITC similarity, candidates, re-rank, metrics."""
+        s = self.settings
+        timer = StageTimer(self.precision.device)
+        features, cache_status = self.features(model, timer)  # 1. encode (or the cache)
         n_img, n_txt = features.image_feat.shape[0], features.text_feat.shape[0]
-        with timer.stage("itc_similarity", items=n_img * n_txt, item="pair"):
-            sims = features.image_feat @ features.text_feat.T
+        sims = itc_similarity(features, timer)  # 2. ITC similarity
         extra: dict[str, Any] = {"cache": cache_status, "world_size": self.world.world_size, **asdict(s)}
         if s.itc_only:
             scores_i2t, scores_t2i = sims, sims.T.contiguous()
         else:
-            scores_i2t, scores_t2i = self._rerank(model, features, sims, timer, extra)
-        metrics = retrieval_metric_objects(scores_i2t, scores_t2i, self.split, s.ties)
+            chosen = select_candidates(sims, s.k, self.world, timer)  # 3. candidates
+            scores_i2t, scores_t2i = self._rerank(model, features, sims, chosen, timer, extra)  # 4. re-rank
+        metrics = retrieval_metric_objects(scores_i2t, scores_t2i, self.split, s.ties)  # 5. metrics
         extra["chance"] = chance_recall_at_1(self.split)
         return EvalResult(
             metrics=metrics,
@@ -353,6 +274,7 @@ class RetrievalEvaluator(Evaluator):
         model: ContrastiveALBEF,
         features: RetrievalFeatures,
         sims: Tensor,
+        chosen: Candidates,
         timer: StageTimer,
         extra: dict[str, Any],
     ) -> tuple[Tensor, Tensor]:
@@ -370,7 +292,7 @@ class RetrievalEvaluator(Evaluator):
             model, features.image_embeds, features.text_states, features.text_mask, self.precision.device,
             self.precision.autocast, plan.pairs_per_call, s.text_batch_size, timer,
         )  # fmt: skip
-        local = rerank_local(scorer, sims, s.k, self.world, timer)
+        local = rerank_candidates(scorer, chosen, sims.shape[1])
         parts: list[Reranked] = all_gather_object(local)
         extra.update(
             memory_plan=plan.as_dict(),

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from albef import errors
 from albef.config.schema import BadImageMode
 from albef.data.collate import TextPolicy, VQABatch, VQACollator
 from albef.data.datasets import VQADataset
@@ -37,6 +38,7 @@ from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.bootstrap import percent_metric
 from albef.evaluation.vqa_eval import (
     GroundTruth,
+    QuestionIdMismatchError,
     Rounding,
     VQAAccuracy,
     check_question_ids,
@@ -347,9 +349,8 @@ class VQAEvaluator(Evaluator):
         """Answer every question (all ranks), merge, and score when the split has ground truth.
 
         Raises:
-            ConflictingAnswersError: Two ranks answered a question differently.
-            QuestionIdMismatchError: Questions left unanswered (e.g. skipped images), or ground truth for
-                other questions; the ids are named.
+            DataError: Two ranks answered a question differently, questions were left unanswered (e.g.
+                skipped images), or the ground truth is for other questions; the ids are named.
         """
         if not isinstance(model, ALBEFVQA):
             raise TypeError(f"VQA evaluation needs an ALBEFVQA model, got {type(model).__name__}")
@@ -363,18 +364,21 @@ class VQAEvaluator(Evaluator):
         finally:
             model.train(was_training)
         world = self.options.world
-        answers = merge_answers(all_gather_object(pairs) if world.distributed else [pairs])
-        wall = time.perf_counter() - start
-        check_question_ids(answers, self.split.question_ids)  # e.g. questions whose image was skipped
-        accuracy = (
-            vqa_accuracy(answers, self.split.truths, self.rounding) if self.split.truths is not None else None
-        )
+        try:
+            answers = merge_answers(all_gather_object(pairs) if world.distributed else [pairs])
+            wall = time.perf_counter() - start
+            check_question_ids(answers, self.split.question_ids)  # e.g. questions whose image was skipped
+            truths = self.split.truths
+            accuracy = vqa_accuracy(answers, truths, self.rounding) if truths is not None else None
+        except (QuestionIdMismatchError, ConflictingAnswersError) as err:
+            message = f"refusing to write an incomplete or inconsistent result file: {err}"
+            raise errors.DataError(message) from err
         return EvalResult(
             metrics=accuracy_metrics(accuracy, self.split.truths or []) if accuracy is not None else {},
             n_samples=len(answers),
             stages=timer.stats(),
             memory=timer.peak_memory(),
-            outputs={"answers": answers, "accuracy": accuracy},
+            outputs={"answers": answers, "accuracy": accuracy, "question_ids": self.split.question_ids},
             extra=self._extra(len(answers), wall, accuracy),
         )
 

@@ -108,29 +108,35 @@ class MultiHeadAttention(nn.Module):
         self.fused = True
         """Use ``F.scaled_dot_product_attention``; ``False`` selects the plain-math path (tests)."""
 
-    def _heads(self, x: Tensor) -> Tensor:
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, L, H) -> (B, h, L, H/h)."""
         batch, length, width = x.shape
         return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)
 
-    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
-        """Attend from ``hidden`` (B, L, H) to ``context`` (B, S, Dk); ``mask`` is additive (B, 1, L|1, S)."""
-        q, k, v = (
-            self._heads(self.query(hidden)),
-            self._heads(self.key(context)),
-            self._heads(self.value(context)),
-        )
+    @staticmethod
+    def merge_heads(x: Tensor) -> Tensor:
+        """(B, h, L, d) -> (B, L, h*d)."""
+        batch, heads, length, head_dim = x.shape
+        return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """The attention kernel on head-split tensors (B, h, Lq, d), (B, h, S, d) -> (B, h, Lq, d): fused SDPA,
+        or plain math (:func:`prefer_math_attention`, or ``fused`` off); probability dropout in training."""
         if mask is not None:
             mask = mask.to(q.dtype)
         p = self.dropout if self.training else 0.0
         if self.fused and not prefer_math_attention(q):
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        else:
-            scores = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5)
-            if mask is not None:
-                scores = scores + mask
-            out = F.dropout(scores.softmax(dim=-1), p=p) @ v
-        batch, heads, length, head_dim = out.shape  # (B, h, L, H/h)
-        return out.transpose(1, 2).reshape(batch, length, heads * head_dim)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        scores = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5)
+        if mask is not None:
+            scores = scores + mask
+        return F.dropout(scores.softmax(dim=-1), p=p) @ v
+
+    def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
+        """Attend from ``hidden`` (B, L, H) to ``context`` (B, S, Dk); ``mask`` is additive (B, 1, L|1, S)."""
+        q = self.split_heads(self.query(hidden))
+        k, v = self.split_heads(self.key(context)), self.split_heads(self.value(context))
+        return self.merge_heads(self.attend(q, k, v, mask))
 
 
 class ResidualNorm(nn.Module):

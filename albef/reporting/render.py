@@ -74,15 +74,24 @@ def metric_groups(report: RunReport) -> list[str]:
     return list(dict.fromkeys(m.group for m in report.metrics.values() if m.group is not None))
 
 
+def reference_levels(report: RunReport) -> dict[str, float]:
+    """Chance level (retrieval) or majority-answer baseline (VQA) per metric, where the report carries one."""
+    reference = report.extra.get("chance") or report.extra.get("majority_baseline") or {}
+    return {str(k): float(v) for k, v in reference.items() if isinstance(v, (int, float))}
+
+
 def metrics_table(report: RunReport, group: str | None = None) -> str:
-    """The metrics of ``group`` (the headline ones for ``None``) as a Markdown table."""
+    """The metrics of ``group`` (the headline ones for ``None``) as a Markdown table, with a ``chance``
+    column when the report has chance levels or a baseline."""
+    reference = reference_levels(report)
     rows = [
-        (name, m.formatted(2), _interval(m), "-" if m.n is None else str(m.n), m.unit,
-         "higher" if m.higher_is_better else "lower")
+        [name, m.formatted(2), _interval(m), "-" if m.n is None else str(m.n), m.unit,
+         "higher" if m.higher_is_better else "lower"]
+        + ([_fmt(reference.get(name))] if reference else [])
         for name, m in report.metrics.items()
         if m.group == group
     ]  # fmt: skip
-    return markdown_table(rows, METRIC_HEADERS)
+    return markdown_table(rows, METRIC_HEADERS + (("chance",) if reference else ()))
 
 
 def _interval(metric: Metric) -> str:

@@ -1,10 +1,16 @@
 """Training tasks: data + objective per ``ExperimentConfig.task``, registered in :data:`TASKS`."""
 
-from albef.tasks.base import TASKS, Task
+from albef.tasks.base import TASKS, Option, Task
 
-__all__ = ["TASKS", "TASK_MODULES", "Task", "get_task"]
+__all__ = ["TASKS", "TASK_MODULES", "Option", "Task", "get_task"]
 
-TASK_MODULES = ("albef.tasks.pretrain", "albef.tasks.retrieval", "albef.tasks.vqa", "albef.tasks.nlvr")
+TASK_MODULES = (
+    "albef.tasks.pretrain",
+    "albef.tasks.text_assignment",
+    "albef.tasks.retrieval",
+    "albef.tasks.vqa",
+    "albef.tasks.nlvr",
+)
 """Modules whose import registers their tasks in :data:`TASKS`."""
 
 

@@ -1,8 +1,7 @@
-"""Text assignment (TA) pretraining, NLVR² and SNLI-VE finetuning: data, objectives, validation.
+"""NLVR² and SNLI-VE finetuning: data, objectives, validation, evaluation outputs.
 
-* ``nlvr_pretrain`` (spec §2.7): every caption is shown with two images of its batch and the model says
-  which one it describes (0: the first, 1: the second, 2: neither). The partners are drawn from the
-  image-image similarity of the batch, so that they are hard; an image is never paired with itself.
+Text-assignment pretraining, the step before NLVR², is :mod:`albef.tasks.text_assignment`.
+
 * ``nlvr``: two images, one statement, True (1) / False (0); ``ve``: one image, one hypothesis,
   entailment (2) / neutral (1) / contradiction (0). Both minimise ``(1 - alpha) * CE + alpha * soft CE``
   against the EMA teacher's probabilities (plain CE without distillation), and both validate after each
@@ -17,16 +16,15 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
+from albef.checkpoint import load_checkpoint
 from albef.data.collate import (
-    ImageTextBatch,
     LabelledBatch,
     LabelledCollator,
     PairBatch,
@@ -38,138 +36,53 @@ from albef.data.formats import read_nlvr, read_nlvr_lil, read_ve
 from albef.data.loaders import build_loader
 from albef.data.records import NLVRRecord
 from albef.data.transforms import build_test_transform
+from albef.engine.determinism import seed_everything
 from albef.engine.precision import Precision
 from albef.engine.trainer import Objective
+from albef.errors import ConfigError
+from albef.evaluation.base import EvalResult
 from albef.evaluation.classify import NLVREvaluator, VEEvaluator
-from albef.evaluation.nlvr_eval import example_identifiers
+from albef.evaluation.nlvr_eval import example_identifiers, write_predictions
+from albef.fileio import atomic_torch_save
 from albef.losses import soft_cross_entropy
-from albef.models.classify import ALBEFNLVR, ALBEFVE, ALBEFTextAssignment
-from albef.tasks.base import TASKS, Task
-from albef.tasks.contrastive import check_strategy
+from albef.models.builders import create_model
+from albef.models.classify import ALBEFNLVR, ALBEFVE
+from albef.tasks.base import TASKS, Option, Task
 from albef.tasks.data import data_path, train_transform
-from albef.tasks.pretrain import PretrainTask
 
-TA_TEMPERATURE = 0.07
-"""Temperature of the partner-sampling similarity: a constant in the official code, not the model's ``temp``."""
-TA_FIRST, TA_SECOND, TA_NEITHER = 0, 1, 2
-"""Text-assignment classes: the caption describes the first image, the second, or neither."""
-TA_MIN_BATCH = 3
-"""The "neither" class needs two partners other than the caption's own image."""
+FINETUNE_NLVR = """\
+Finetune NLVR2 (spec §2.7) from a text-assignment checkpoint (albef pretrain-ta) or an NLVR2 checkpoint:
+one ViT pass over both images, fusion layers alternating between them with shared key/value projections, an
+MLP head on [CLS], distilled from the momentum model. Teachers absent from the checkpoint are copied from the
+loaded weights; --parity-teacher keeps the official order instead (copied before loading, spec §7 Q14).
+Each epoch is validated on data.val_file (accuracy, consistency); best.pt keeps the best accuracy, and the
+test split is then evaluated with it: <output-dir>/nlvr_test_report.json and the predictions file
+<output-dir>/nlvr_predictions_test.csv (identifier,True|False).
+"""
+
+FINETUNE_VE = """\
+Finetune SNLI-VE (spec §2.8) from a pretraining or SNLI-VE checkpoint: a 3-way MLP head on the fused [CLS]
+(0 contradiction, 1 neutral, 2 entailment), distilled from the momentum model with alpha from the first step.
+Each epoch is validated on data.val_file; best.pt keeps the best accuracy and the test split is evaluated
+with it: <output-dir>/ve_test_report.json (accuracy overall and per class).
+"""
+
+EVALUATE_NLVR = """\
+Evaluate an NLVR2 checkpoint on the dev or test split of the config: accuracy and consistency (the share of
+sentences all of whose image pairs are right, NLVR2's official metric). Splits are read in ALBEF's JSON or
+lil-lab's JSON lines (*.jsonl). Writes <output-dir>/nlvr_<split>_report.json and the predictions file in
+the official format (identifier,True|False); identifiers missing from ALBEF files are derived from the
+lil-lab image names.
+"""
+
+EVALUATE_VE = """\
+Evaluate an SNLI-VE checkpoint on the dev or test split of the config: accuracy overall and per class.
+Writes <output-dir>/ve_<split>_report.json.
+"""
 
 Split = Literal["val", "test"]
 SPLIT_ALIASES: dict[str, Split] = {"val": "val", "dev": "val", "test": "test"}
 """``--split`` names -> the config file they select (``dev`` is NLVR²'s and SNLI-VE's name for val)."""
-
-
-# -- text assignment -----------------------------------------------------------------------------------------
-def partner_weights(image_feat: Tensor, temperature: float = TA_TEMPERATURE) -> Tensor:
-    """Sampling weights of the partner images: ``softmax(z z^T / t)`` row-wise, diagonal set to 0.
-
-    Args:
-        image_feat: (B, E) L2-normalised image features.
-        temperature: Softmax temperature.
-
-    Returns:
-        (B, B) float32 weights; row ``b`` sums to less than 1 and is 0 at ``b``.
-    """
-    z = image_feat.float()
-    weights = F.softmax(z @ z.T / temperature, dim=1)
-    return weights.fill_diagonal_(0.0)
-
-
-@dataclass
-class ImagePairs:
-    """Which images fill the two slots of each caption, and the TA class.
-
-    Attributes:
-        first: (B,) index (in the batch) of the first image.
-        second: (B,) index of the second image.
-        labels: (B,) :data:`TA_FIRST`, :data:`TA_SECOND` or :data:`TA_NEITHER`.
-    """
-
-    first: Tensor
-    second: Tensor
-    labels: Tensor
-
-    def to(self, device: torch.device) -> ImagePairs:
-        """The same pairs on ``device``."""
-        return ImagePairs(self.first.to(device), self.second.to(device), self.labels.to(device))
-
-
-def sample_image_pairs(weights: Tensor) -> ImagePairs:
-    """Draw the image pair of every caption as the official code, row by row on the default generator.
-
-    For caption ``b``: with probability 2/3 one partner ``p ~ weights[b]`` and, with probability 1/2 each,
-    ``(b, p)`` labelled first or ``(p, b)`` labelled second; otherwise two distinct partners ``(p1, p2)``
-    labelled neither. The draws are ``rand``, ``multinomial``, ``rand`` (or ``rand``, ``multinomial`` of 2)
-    per row, in row order, so that a seeded run reproduces the official pairs on the CPU.
-
-    Args:
-        weights: (B, B) :func:`partner_weights` (zero diagonal), B >= 3.
-    """
-    size = weights.shape[0]
-    if size < TA_MIN_BATCH:
-        raise ValueError(f"text assignment needs at least {TA_MIN_BATCH} images per batch, got {size}")
-    weights = weights.detach().float().cpu()
-    first, second, labels = [], [], []
-    for b in range(size):
-        if torch.rand(1) > 1 / 3:
-            partner = int(torch.multinomial(weights[b], 1))
-            pair, label = ((b, partner), TA_FIRST) if torch.rand(1) > 0.5 else ((partner, b), TA_SECOND)
-        else:
-            p1, p2 = torch.multinomial(weights[b], 2).tolist()
-            pair, label = (p1, p2), TA_NEITHER
-        first.append(pair[0])
-        second.append(pair[1])
-        labels.append(label)
-    return ImagePairs(torch.tensor(first), torch.tensor(second), torch.tensor(labels))
-
-
-class TextAssignmentObjective:
-    """Cross-entropy of the 3-way TA head on pairs drawn from the batch (logged: ``ta_accuracy``).
-
-    Args:
-        partners: ``hard`` (official): partners drawn by image-image similarity (:func:`partner_weights`);
-            ``random``: uniformly among the other images of the batch (``model.ta_partners``), for captions so generic that a similar image is often also
-            described by them (the label would then be wrong). The draws are the same calls either way.
-    """
-
-    def __init__(self, partners: str = "hard") -> None:
-        check_strategy(partners, "partner")
-        self.partners = partners
-
-    def __call__(self, model: ALBEFTextAssignment, batch: ImageTextBatch, alpha: float) -> dict[str, Tensor]:
-        """``ta_loss`` and the batch accuracy of the head."""
-        embeds = model.visual_encoder(batch.image)  # (B, 1+N, D)
-        with torch.no_grad():
-            if self.partners == "hard":
-                feat = F.normalize(model.vision_proj(embeds[:, 0]).float(), dim=-1)
-                weights = partner_weights(feat)
-            else:
-                size = embeds.shape[0]
-                weights = torch.ones(size, size).fill_diagonal_(0.0)
-            pairs = sample_image_pairs(weights).to(embeds.device)
-        ids, mask = batch.text.input_ids, batch.text.attention_mask
-        logits = model.logits(embeds[pairs.first], embeds[pairs.second], ids, mask)  # (B, 3)
-        return {
-            "ta_loss": F.cross_entropy(logits, pairs.labels),
-            "ta_accuracy": (logits.argmax(dim=1) == pairs.labels).float().mean().detach(),
-        }
-
-
-class TextAssignmentTask(PretrainTask):
-    """TA pretraining on the pretraining data and batches (caption lists, crops of scale (0.2, 1.0)); only
-    the objective differs, and the TA model has no teachers or queue."""
-
-    def objective(self) -> Objective:
-        return TextAssignmentObjective(self.cfg.model.ta_partners)  # type: ignore[return-value]
-
-    def check_model(self, model: nn.Module, global_batch: int) -> None:
-        if self.cfg.data.batch_size_train < TA_MIN_BATCH:
-            raise ValueError(
-                f"text assignment draws two partner images per caption from its batch: "
-                f"data.batch_size_train must be at least {TA_MIN_BATCH}, got {self.cfg.data.batch_size_train}"
-            )
 
 
 # -- NLVR2 and SNLI-VE ---------------------------------------------------------------------------------------
@@ -237,14 +150,16 @@ def read_nlvr_split(path: str | os.PathLike[str]) -> list[NLVRRecord]:
 class _ClassificationTask(Task):
     """Shared data plumbing of NLVR² and SNLI-VE: training set, evaluation splits, per-epoch validation."""
 
+    splits = ("dev", "test")
+
     def split_file(self, split: str) -> str:
         """The annotation file of ``split`` (``dev``/``val`` or ``test``) from the config."""
         if split not in SPLIT_ALIASES:
-            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLIT_ALIASES)}")
+            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLIT_ALIASES)}")
         which = SPLIT_ALIASES[split]
         name = self.cfg.data.val_file if which == "val" else self.cfg.data.test_file
         if not name:
-            raise ValueError(f"the config names no data.{which}_file for split {split!r}")
+            raise ConfigError(f"the config names no data.{which}_file for split {split!r}")
         return str(data_path(self.cfg.data, name))
 
     dataset_type: type[NLVRDataset] | type[VEDataset]
@@ -293,6 +208,25 @@ class _ClassificationTask(Task):
 class NLVRTask(_ClassificationTask):
     """NLVR² finetuning (``nlvr_train.json``), validated on dev: accuracy and consistency."""
 
+    help = "NLVR2 two-image classification (accuracy + consistency, predictions CSV)"
+    finetune_description = FINETUNE_NLVR
+    evaluate_description = EVALUATE_NLVR
+    finetune_options = (
+        Option(
+            "--parity-teacher",
+            "teachers keep their pre-load weights, as NLVR.py (copy_params before loading the checkpoint)",
+            switch=True,
+        ),
+    )
+    evaluate_options = (
+        Option(
+            "--predictions",
+            "predictions CSV (default: <output-dir>/nlvr_predictions_<split>.csv)",
+            metavar="FILE",
+        ),
+    )
+    report_dataset = "nlvr2"
+
     def make_collator(self, policy: TextPolicy) -> PairCollator:
         return PairCollator(self.tokenizer, policy)
 
@@ -304,7 +238,7 @@ class NLVRTask(_ClassificationTask):
     def objective(self) -> Objective:
         return NLVRObjective()  # type: ignore[return-value]  # narrower model/batch types
 
-    def evaluator(self, split: str, precision: Precision) -> NLVREvaluator:
+    def evaluator(self, split: str, precision: Precision, **options: Any) -> NLVREvaluator:
         path = self.split_file(split)
         loader = self.eval_loader(path)
         records: list[NLVRRecord] = loader.dataset.records
@@ -312,9 +246,38 @@ class NLVRTask(_ClassificationTask):
         labels = [int(r.label) for r in records]
         return NLVREvaluator(loader, labels, identifiers, precision, identifier_source=source)
 
+    def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
+        return [Path(options.get("predictions") or out / f"nlvr_predictions_{split}.csv")]
+
+    def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
+        """The predictions CSV of the evaluated examples, in the official format (``identifier,True|False``)."""
+        kept = [i for i, ok in enumerate(result.outputs["evaluated"]) if ok]
+        path = write_predictions(
+            self.output_files(split, out, **options)[0],
+            [result.outputs["identifiers"][i] for i in kept],
+            [result.outputs["predictions"][i] for i in kept],
+        )
+        result.extra["predictions_file"] = str(path)
+
+    def initial_weights(self, checkpoint: str | None, out: Path, **options: Any) -> str | None:
+        """With ``parity_teacher``: the official NLVR.py start, saved as ``<out>/parity_init.pt``: the model
+        built after seeding (as training builds it), ``checkpoint`` loaded after ``copy_params``, the
+        teachers' pre-load weights kept."""
+        if not options.get("parity_teacher") or checkpoint is None:
+            return checkpoint
+        seed_everything(self.cfg.runtime.seed)
+        model = create_model(self.cfg.task, self.cfg.model)
+        load_checkpoint(model, self.cfg.task, checkpoint, parity=True)
+        return str(atomic_torch_save({"model": model.state_dict()}, out / "parity_init.pt"))
+
 
 class VETask(_ClassificationTask):
     """SNLI-VE finetuning (``ve_train.json``), validated on dev: accuracy overall and per class."""
+
+    help = "SNLI-VE entailment classification (accuracy overall and per class)"
+    finetune_description = FINETUNE_VE
+    evaluate_description = EVALUATE_VE
+    report_dataset = "snli_ve"
 
     def make_collator(self, policy: TextPolicy) -> LabelledCollator:
         return LabelledCollator(self.tokenizer, policy)
@@ -327,11 +290,10 @@ class VETask(_ClassificationTask):
     def objective(self) -> Objective:
         return VEObjective()  # type: ignore[return-value]  # narrower model/batch types
 
-    def evaluator(self, split: str, precision: Precision) -> VEEvaluator:
+    def evaluator(self, split: str, precision: Precision, **options: Any) -> VEEvaluator:
         loader = self.eval_loader(self.split_file(split))
         return VEEvaluator(loader, [r.label for r in loader.dataset.records], precision)
 
 
-TASKS.add("nlvr_pretrain", TextAssignmentTask, "text assignment: which of two images a caption describes")
 TASKS.add("nlvr", NLVRTask, "NLVR2: is the statement true of the image pair (distilled 2-way head)")
 TASKS.add("ve", VETask, "SNLI-VE: entailment / neutral / contradiction (distilled 3-way head)")

@@ -105,6 +105,8 @@ class PretrainObjective:
 class PretrainTask(Task):
     """Pretraining on caption lists (``data.train_files``), crops of scale (0.2, 1.0)."""
 
+    report_dataset = "pretrain"
+
     def train_dataset(self) -> Dataset[Any]:
         transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
         return self.train_files_dataset(read_pretrain, PretrainDataset, transform)

@@ -13,25 +13,52 @@ After each epoch the validation split is evaluated with the official protocol
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
+from albef.config.io import to_dict
 from albef.config.schema import ExperimentConfig
 from albef.data.collate import RetrievalBatch, RetrievalCollator, TextPolicy
 from albef.data.datasets import RetrievalTrainDataset
 from albef.data.formats import read_retrieval_train
-from albef.engine.distributed import World, is_distributed
-from albef.engine.precision import Precision, resolve_precision
+from albef.engine.distributed import current_world
+from albef.engine.precision import Precision
 from albef.engine.trainer import Objective
 from albef.errors import ConfigError
+from albef.evaluation.base import EvalResult
+from albef.evaluation.feature_cache import FeatureCache, cache_key, data_fingerprint
 from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split, settings_from_config
+from albef.fileio import atomic_torch_save
 from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFRetrieval
-from albef.tasks.base import TASKS, Task
+from albef.reporting.environment import file_sha256
+from albef.tasks.base import TASKS, Option, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
 from albef.tasks.data import build_tokenizer, data_path, train_transform
+
+FINETUNE_DESCRIPTION = """\
+Finetune on image-text retrieval (official Retrieval.py): ITC with every caption of an image as a positive
+over the batch and the queue (idx queue), momentum distillation, and ITM with hard negatives that exclude
+same-image samples. Start from a pretraining checkpoint (converted) or a finetuned one. After each epoch
+the val split is evaluated with the official protocol; best.pt keeps the best val r_mean, and the test split
+is evaluated with it at the end. Reports (JSON + Markdown) go to <output-dir>/reports.
+"""
+
+EVALUATE_DESCRIPTION = """\
+Evaluate a checkpoint on a retrieval split with the official protocol: ITC similarity, then the top k
+candidates of every image and every text re-ranked by the ITM head (cells outside the top k = -100), batched
+over many queries per fusion call. Writes the official metrics (txt_r1 ... r_mean) with intervals, mean/median
+ranks and per-stage throughput (image/text encoding, ITC, re-rank pairs/s) and latency to
+<output-dir>/retrieval-<dataset>-<split>.json (default output dir: <runtime.output_dir>/eval). Any checkpoint
+can be evaluated on any dataset's split (zero-shot: e.g. the COCO-finetuned model with --config
+retrieval_flickr).
+"""
+
+DATASETS = {"retrieval_coco": "coco", "retrieval_flickr": "flickr30k"}
+"""Report dataset names of the real retrieval presets (another preset reports its name without ``retrieval_``)."""
 
 SELECT_METRIC = "r_mean"
 """The validation metric that picks ``best.pt`` (the official ``checkpoint_best.pth``)."""
@@ -76,17 +103,30 @@ class RetrievalObjective:
         return draw
 
 
-def current_world() -> World:
-    """The running process group's rank and size (a single process when none is initialised)."""
-    if not is_distributed():
-        return World()
-    import torch.distributed as dist
-
-    return World(dist.get_rank(), dist.get_world_size())
-
-
 class RetrievalTask(Task):
     """Retrieval finetuning on ``data.train_files`` (one record per caption), validation on ``data.val_file``."""
+
+    help = "image-text retrieval (COCO, Flickr30K, synthetic)"
+    finetune_description = FINETUNE_DESCRIPTION
+    evaluate_description = EVALUATE_DESCRIPTION
+    evaluate_options = (
+        Option("--annotations", "evaluate this split file instead (ALBEF, MacCap or COCO layout)"),
+        Option("--image-root", "root of the split's images (default: the config's data.image_root)"),
+        Option("--k", "candidates re-ranked per query (default: eval.k_test)", type=int),
+        Option("--itc-only", "rank by the ITC similarity only (no re-rank)", switch=True),
+        Option(
+            "--score",
+            "re-rank score: the ITM match logit (official) or logit + ITC similarity (LAVIS)",
+            choices=("itm", "itm+itc"),
+            default="itm",
+        ),
+        Option(
+            "--feature-dtype", "storage of image tokens", choices=("fp32", "bf16", "fp16"), default="fp32"
+        ),
+        Option("--budget-mb", "memory budget of one fusion call in MiB", type=float),
+        Option("--cache-dir", "cache the encoded features here, keyed by checkpoint and data"),
+        Option("--save-scores", "also save the two score matrices (<report>-scores.pt)", switch=True),
+    )
 
     def train_dataset(self) -> Dataset[Any]:
         transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res)
@@ -102,43 +142,94 @@ class RetrievalTask(Task):
 
     selection = SELECT_METRIC
 
-    def evaluator(self, split: str, precision: Precision) -> RetrievalEvaluator:
-        """The official protocol (ITC top-k re-ranked by ITM) on ``data.val_file`` or ``data.test_file``."""
-        name = {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}.get(split)
+    def dataset_name(self) -> str:
+        if self.cfg.data.synthetic_size:
+            return "synthetic"
+        return DATASETS.get(str(self.cfg.name), str(self.cfg.name).removeprefix("retrieval_"))
+
+    def report_stem(self, split: str) -> str:
+        return f"retrieval-{self.dataset_name()}-{split}"
+
+    def evaluation_dir(self) -> Path:
+        return Path(self.cfg.runtime.output_dir) / "eval"
+
+    def reports_dir(self, run_dir: Path) -> Path:
+        return run_dir / "reports"
+
+    def evaluator(
+        self,
+        split: str,
+        precision: Precision,
+        *,
+        checkpoint: str | Path | None = None,
+        annotations: str | None = None,
+        image_root: str | None = None,
+        cache_dir: str | None = None,
+        save_scores: bool = False,
+        **settings: Any,
+    ) -> RetrievalEvaluator:
+        """The official protocol (ITC top-k re-ranked by ITM) on ``data.val_file``, ``data.test_file`` or the
+        ``annotations`` file; ``settings``: :class:`~albef.evaluation.retrieval.RetrievalSettings` fields
+        (``None`` keeps the config's value); ``cache_dir`` with ``checkpoint``: reuse encoded features."""
+        del save_scores  # a file option (:meth:`write_outputs`)
+        name = annotations or {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}.get(split)
         if not name:
-            raise ConfigError(f"the config names no file for the retrieval split {split!r}")
-        return retrieval_evaluator(self.cfg, name, precision)
+            raise ConfigError(
+                f"the config names no file for the retrieval split {split!r} (data.{split}_file); "
+                "give --annotations FILE"
+            )
+        root = Path(image_root) if image_root else data_path(self.cfg.data, self.cfg.data.image_root)
+        return retrieval_evaluator(
+            self.cfg, name, precision, image_root=root, checkpoint=checkpoint, cache_dir=cache_dir, **settings
+        )
 
+    def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
+        return [out / f"{self.report_stem(split)}-scores.pt"] if options.get("save_scores") else []
 
-def evaluate_split(cfg: ExperimentConfig, model: nn.Module, annotation: str, **settings: Any) -> Any:
-    """Evaluate ``model`` on a split file of ``cfg``'s data with ``cfg``'s protocol (k, lengths, batches).
-
-    Args:
-        cfg: The experiment config (``data``, ``eval.k_test``, ``runtime.precision``).
-        model: The retrieval (or pretraining) model, on its device.
-        annotation: The split file, relative to ``data.root`` or absolute.
-        **settings: :class:`~albef.evaluation.retrieval.RetrievalSettings` fields to override.
-
-    Returns:
-        The :class:`~albef.evaluation.base.EvalResult`.
-    """
-    device = next(model.parameters()).device
-    precision = resolve_precision(cfg.runtime.precision, device)
-    return retrieval_evaluator(cfg, annotation, precision, **settings).run(model)
+    def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
+        """``<stem>-scores.pt`` (both score matrices) with ``--save-scores``."""
+        if options.get("save_scores"):
+            scores = {k: result.outputs[k] for k in ("scores_i2t", "scores_t2i")}
+            path = atomic_torch_save(scores, out / f"{self.report_stem(split)}-scores.pt")
+            result.extra["scores_file"] = str(path)
 
 
 def retrieval_evaluator(
-    cfg: ExperimentConfig, annotation: str, precision: Precision, **settings: Any
+    cfg: ExperimentConfig,
+    annotation: str,
+    precision: Precision,
+    *,
+    image_root: Path | None = None,
+    checkpoint: str | Path | None = None,
+    cache_dir: str | None = None,
+    **settings: Any,
 ) -> RetrievalEvaluator:
-    """The :class:`RetrievalEvaluator` of a split file of ``cfg``'s data with ``cfg``'s protocol."""
+    """The :class:`RetrievalEvaluator` of a split file of ``cfg``'s data with ``cfg``'s protocol; features are
+    cached in ``cache_dir`` (keyed by the ``checkpoint`` file, the model, the data and the encoding)."""
     path = data_path(cfg.data, annotation)
+    split = read_eval_split(path)
+    root = image_root or data_path(cfg.data, cfg.data.image_root)
+    try:
+        chosen = settings_from_config(cfg, **{k: v for k, v in settings.items() if v is not None})
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    tokenizer = build_tokenizer(cfg.data)
+    cache, key = None, None
+    if cache_dir and checkpoint is not None:
+        encoding = {**chosen.encoding(), "tokenizer": cfg.data.tokenizer, "vocab": tokenizer.vocab_size}
+        encoding["precision"] = cfg.runtime.precision
+        model = to_dict(cfg.model)
+        key = cache_key(file_sha256(checkpoint), model, data_fingerprint(split, root), encoding)
+        cache = FeatureCache(cache_dir)
     return RetrievalEvaluator(
-        read_eval_split(path),
-        data_path(cfg.data, cfg.data.image_root),
-        build_tokenizer(cfg.data),
+        split,
+        root,
+        tokenizer,
         precision,
-        settings_from_config(cfg, **settings),
+        chosen,
         world=current_world(),
+        cache=cache,
+        cache_key=key,
         source=str(path),
     )
 

@@ -12,6 +12,7 @@ released ``vqa.pth`` was trained before the 2022 fix, when the teacher ran but i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from albef.data.datasets import VQADataset
 from albef.data.formats import read_answer_list, read_vqa_test, read_vqa_train
 from albef.data.records import VQARecord
 from albef.data.tokenizer import TextTokenizer
-from albef.engine.distributed import World
+from albef.engine.distributed import World, current_world
 from albef.engine.precision import Precision
 from albef.engine.trainer import Objective
+from albef.errors import ConfigError
+from albef.evaluation.base import EvalResult
 from albef.evaluation.vqa import (
     LoaderOptions,
     RankingOptions,
@@ -37,14 +40,59 @@ from albef.evaluation.vqa import (
     VQASplit,
     ground_truth_of,
     read_vqa_annotations,
+    write_result_file,
 )
 from albef.models.vqa import ALBEFVQA
-from albef.tasks.base import TASKS, Task
+from albef.tasks.base import TASKS, Option, Task
 from albef.tasks.data import data_path, train_transform
 
 IGNORE = -100
 SELECT_METRIC = "overall"
 SPLITS = ("test", "val")
+
+FINETUNE_DESCRIPTION = """\
+Finetune VQA (spec §2.6) from a pretraining checkpoint (the answer decoder starts from its fusion layers) or
+from a finetuned VQA checkpoint (loaded as is). The decoder is trained on '[CLS] answer [SEP]' with the
+official answer weights (VQA: annotator share, VG: 0.5), the loss summed over tokens and divided by the number
+of questions, with distillation from the momentum encoder/decoder. --inactive-distill reproduces the released
+vqa.pth instead, whose distillation weight was 0 (spec §7 Q4). Validation each epoch only when data.val_file
+is set. At the end the test split is answered: <output-dir>/vqa_result_test.json (evaluation-server format)
+and, when the split has annotations, its official accuracy in <output-dir>/vqa_test_report.json.
+"""
+
+EVALUATE_DESCRIPTION = """\
+Answer every question of a split by ranking the answer list (first-token top-k, then teacher-forced
+re-scoring of the k candidates, chunked) and write the evaluation-server file
+<output-dir>/vqa_result_<split>.json ([{"question_id", "answer"}], once per question; an incomplete set is
+refused and its missing ids listed). When the split has annotations (--annotations, data.test_annotations,
+or answers in the split file) it is scored with the official VQA accuracy. The run report
+<output-dir>/vqa_<split>_report.json holds the metrics and the per-stage throughput.
+"""
+
+RANKING_OPTIONS = (
+    Option("--k", "candidates re-scored per question (default: eval.k_test)", type=int),
+    Option(
+        "--answer-scoring",
+        "official: log p(first token) + sequence log-likelihood (first token counted twice, reproduces the "
+        "paper); sequence: the sequence log-likelihood alone (BLIP/LAVIS)",
+        choices=("official", "sequence"),
+        default="official",
+    ),
+    Option(
+        "--rank-chunk-size",
+        "(question, candidate) rows per decoder call (default: 2048)",
+        type=int,
+        default=2048,
+    ),
+)
+"""How the answer list is ranked: options of both ``albef finetune vqa`` and ``albef evaluate vqa``."""
+ROUNDING_OPTION = Option(
+    "--rounding",
+    "how exact ties of the 2-decimal accuracy round: python3 (default, to even: the official code as run today) "
+    "or python2 (away from zero: the original tool)",
+    choices=("python3", "python2"),
+    default="python3",
+)
 
 
 # -- the loss (pure) ----------------------------------------------------------------------------------------
@@ -216,10 +264,83 @@ class VQATask(Task):
         return objective  # type: ignore[return-value]  # narrower model/batch types
 
     selection = SELECT_METRIC
+    help = "VQA answer generation (weighted answers, momentum distillation)"
+    finetune_description = FINETUNE_DESCRIPTION
+    evaluate_description = EVALUATE_DESCRIPTION
+    finetune_options = (
+        Option(
+            "--inactive-distill",
+            "distillation weight 0 with the teachers still EMA-updated, as the released vqa.pth was trained "
+            "(sets model.alpha=0)",
+            switch=True,
+            override="model.alpha=0.0",
+        ),
+        *RANKING_OPTIONS,
+    )
+    evaluate_options = (
+        Option("--annotations", "official VQA v2 annotations to score with", metavar="A.json"),
+        Option("--questions", "the matching VQA v2 questions file (checked)", metavar="Q.json"),
+        *RANKING_OPTIONS,
+        ROUNDING_OPTION,
+    )
+    report_dataset = "vqa_v2"
 
-    def evaluator(self, split: str, precision: Precision) -> VQAEvaluator:
-        """Answer ranking (``k_test`` answers per question) on ``val`` or ``test``, scored when annotated."""
-        return build_evaluator(self.cfg, vqa_split(self.cfg, split), self.tokenizer, precision)
+    def evaluator(
+        self,
+        split: str,
+        precision: Precision,
+        *,
+        k: int | None = None,
+        answer_scoring: str = "official",
+        rank_chunk_size: int | None = 2048,
+        annotations: str | None = None,
+        questions: str | None = None,
+        rounding: str = "python3",
+        **unused: Any,
+    ) -> VQAEvaluator:
+        """Answer ranking (``k`` answers per question, default ``eval.k_test``) on ``val`` or ``test``, scored
+        when annotated (``annotations``, checked against ``questions``)."""
+        del unused  # options of the other steps (``checkpoint``, ``inactive_distill``)
+        if questions and not annotations:
+            raise ConfigError("--questions only checks --annotations; give both")
+        try:
+            chosen = vqa_split(self.cfg, split, annotations, questions)
+        except ValueError as err:  # a config without the split's file or answer list
+            raise ConfigError(str(err)) from err
+        ranking = RankingOptions(k or self.cfg.eval.k_test, answer_scoring, rank_chunk_size)  # type: ignore[arg-type]
+        evaluator = build_evaluator(self.cfg, chosen, self.tokenizer, precision, ranking, current_world())
+        evaluator.rounding = rounding  # type: ignore[assignment]
+        return evaluator
+
+    def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
+        return [out / f"vqa_result_{split}.json"]
+
+    def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
+        """The evaluation-server file ``vqa_result_<split>.json``, and the synthetic world's majority-answer
+        baseline in the report."""
+        path = write_result_file(
+            out / f"vqa_result_{split}.json", result.outputs["answers"], result.outputs["question_ids"]
+        )
+        result.extra["result_file"] = str(path)
+        baseline = majority_baseline(self.cfg, split)
+        if baseline is not None:
+            result.extra["majority_baseline"] = baseline
+
+
+def majority_baseline(cfg: ExperimentConfig, split: str) -> dict[str, float] | None:
+    """The synthetic world's majority-answer accuracy on its test split, in percent (``None`` elsewhere).
+
+    ``overall``: always the most common training answer; per answer type: that type's most common answer
+    (the world's ``manifest.json``, ``chance.vqa_test``).
+    """
+    manifest = data_path(cfg.data, "manifest.json")
+    if not cfg.data.synthetic_size or split != "test" or not manifest.is_file():
+        return None
+    chance = json.loads(manifest.read_text(encoding="utf-8")).get("chance", {}).get("vqa_test")
+    if not chance:
+        return None
+    types = {k: 100 * v["accuracy"] for k, v in chance.items() if isinstance(v, dict)}
+    return {"overall": 100 * chance["overall"], **types}
 
 
 TASKS.add("vqa", VQATask, "VQA: question encoder + answer decoder, weighted answers, distillation")

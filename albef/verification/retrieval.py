@@ -3,7 +3,7 @@
 The evaluation rows run the evaluator's own pieces on the fixture's inputs: texts padded to ``max_length``,
 images encoded in batches of ``loader_batch_size``, the ITC similarity, the top-k candidates, the batched ITM
 re-ranking (:class:`~albef.evaluation.rerank.PairScorer`) and the dense -100-filled matrices
-(:func:`~albef.evaluation.retrieval.dense_scores`). ``itm_eval`` is recomputed by
+(:func:`~albef.evaluation.rerank.dense_scores`). ``itm_eval`` is recomputed by
 :func:`~albef.evaluation.metrics.retrieval_metrics` from *our* matrices under the tie rule of each entry: the
 official numpy sort put the higher index first on the generating machine (``itm_eval``), our default puts the
 lower index first; with ``k_test = 3`` the -100 ties decide ``txt_r5`` (100 vs 75), which
@@ -24,9 +24,9 @@ from torch import Tensor
 from albef.data.collate import RetrievalBatch
 from albef.data.tokenizer import TokenBatch
 from albef.engine.distributed import World
+from albef.evaluation.candidates import select_candidates
 from albef.evaluation.metrics import TieRule, official_subset, retrieval_metrics
-from albef.evaluation.rerank import PairScorer, one_query_rerank
-from albef.evaluation.retrieval import Reranked, dense_scores, rerank_local
+from albef.evaluation.rerank import PairScorer, Reranked, dense_scores, one_query_rerank, rerank_candidates
 from albef.losses.itm import sample_negatives_in_order
 from albef.models.albef import ALBEFRetrieval
 from albef.reporting.measure import StageTimer
@@ -72,7 +72,8 @@ def _reranked(ctx: FixtureContext) -> Reranked:
             _model(ctx), f["image_embeds"], f["text_states"], f["text_mask"], torch.device("cpu")
         )
         sims = f["image_feat"] @ f["text_feat"].T
-        return rerank_local(scorer, sims, int(ctx.fixture.inputs["k_test"]), World(), StageTimer(sims.device))
+        chosen = select_candidates(sims, int(ctx.fixture.inputs["k_test"]), World(), StageTimer(sims.device))
+        return rerank_candidates(scorer, chosen, sims.shape[1])
 
     return ctx.memo("retrieval.reranked", compute)
 

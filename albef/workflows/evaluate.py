@@ -1,13 +1,22 @@
-"""The start of every evaluation, written once: device, process group, determinism, data, the model to evaluate.
+"""Every evaluation, written once against the task interface: set up, build the model, evaluate, write, print.
 
-``albef evaluate <task>`` (and ``albef reproduce`` through it) resolves the config, then
-:func:`prepare_evaluation` and :func:`evaluation_model`, and hands the model to its task's evaluator.
+``albef evaluate <task>`` and ``albef reproduce`` call :func:`run_evaluation`; a finetuning run calls
+:func:`evaluate_split` on its test split with the model it has just trained. The steps:
+
+1. :func:`prepare_evaluation`: device, process group, deterministic mode, the synthetic world when named;
+2. :func:`evaluation_model`: the task's model without teachers, the checkpoint converted and loaded strictly;
+3. :func:`evaluate_split`: the task's evaluator of the split runs the model (every rank); rank 0 then writes
+   the task's own files (:meth:`~albef.tasks.Task.write_outputs`), the run report ``<stem>.json`` with its
+   ``<stem>.md`` and the rendered tables and plots, and prints the metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,11 +24,47 @@ from torch import nn
 from albef.checkpoint import load_checkpoint
 from albef.config.schema import ExperimentConfig
 from albef.engine.compile import compile_model
-from albef.engine.determinism import configure_determinism
+from albef.engine.determinism import configure_determinism, seed_everything
 from albef.engine.distributed import World, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
+from albef.errors import CheckpointError, ConfigError, RunFolderError
 from albef.models.builders import create_model
-from albef.workflows.train import prepare_data, seed_everything
+from albef.reporting.console import evaluation_lines
+from albef.reporting.environment import utc_now_iso
+from albef.reporting.schema import RunReport
+from albef.tasks import Task, get_task
+from albef.tasks.data import build_tokenizer
+from albef.workflows.reports import checkpoint_info, report_fields, write_report
+from albef.workflows.train import prepare_data
+
+
+def build_task(cfg: ExperimentConfig, task: str | None = None) -> Task:
+    """The task object of ``cfg`` (or the named ``task``, which ``cfg`` must be a config of)."""
+    if task is not None and cfg.task != task:
+        raise ConfigError(f"config {cfg.name!r} is for task '{cfg.task}', not {task}")
+    return get_task(cfg.task)(cfg, build_tokenizer(cfg.data))
+
+
+def refuse_overwrite(paths: Iterable[str | Path], overwrite: bool) -> None:
+    """Stop, before any work, when an output file exists and ``overwrite`` is off.
+
+    Raises:
+        RunFolderError: The first existing file, and the ways out.
+    """
+    if overwrite:
+        return
+    for path in paths:
+        if Path(path).exists():
+            raise RunFolderError(
+                f"{path} exists (an earlier evaluation); pass --overwrite to replace it, or write elsewhere "
+                "(--out / --output-dir)"
+            )
+
+
+def report_files(task: Task, split: str, out: Path, options: dict[str, Any]) -> list[Path]:
+    """Everything an evaluation of ``split`` writes into ``out``: the report, its Markdown, the task's files."""
+    stem = task.report_stem(split)
+    return [out / f"{stem}.json", out / f"{stem}.md", *task.output_files(split, out, **options)]
 
 
 def prepare_evaluation(cfg: ExperimentConfig) -> tuple[World, Precision]:
@@ -47,3 +92,83 @@ def evaluation_model(
     if cfg.runtime.compile:
         compile_model(model, cfg.runtime.compile_mode)
     return model.to(precision.device).eval()
+
+
+def evaluate_split(
+    task: Task,
+    model: nn.Module,
+    precision: Precision,
+    split: str,
+    out: Path,
+    *,
+    checkpoint: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    is_main: bool = True,
+) -> RunReport | None:
+    """Evaluate ``model`` on ``split`` with the task's evaluator; on rank 0 write and print (returns the report).
+
+    Args:
+        task: The task (its config names the split's files).
+        model: The model, on its device.
+        precision: The evaluation's precision.
+        split: A split name of :attr:`Task.splits`.
+        out: Where the report and the task's files go.
+        checkpoint: The file the weights came from (named and hashed in the report; the retrieval cache key).
+        options: The task's own options by name.
+        is_main: Rank 0 (the only rank that writes).
+    """
+    options = dict(options or {})
+    start, tic = utc_now_iso(), time.perf_counter()
+    evaluator = task.evaluator(split, precision, checkpoint=checkpoint, **options)
+    result = evaluator.run(model)
+    wall = time.perf_counter() - tic
+    if not is_main:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    task.write_outputs(result, split, out, **options)
+    result.extra.setdefault("examples_per_s", result.n_samples / wall if wall > 0 else 0.0)
+    fields = report_fields(task.cfg, precision, start, wall, dataset=task.dataset_name())
+    report = result.to_report(split=split, checkpoint=checkpoint_info(checkpoint), **fields)
+    path = write_report(report, out, task.report_stem(split))
+    print("\n".join(evaluation_lines(report)))
+    print(f"report: {path}")
+    return report
+
+
+def run_evaluation(
+    cfg: ExperimentConfig,
+    checkpoint: str | Path,
+    split: str,
+    *,
+    out: Path | None = None,
+    options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    task: str | None = None,
+) -> RunReport | None:
+    """``albef evaluate <task>``: evaluate ``checkpoint`` on ``split`` of ``cfg``'s task.
+
+    Args:
+        cfg: The config (of ``task`` when one is named).
+        checkpoint: Official or our weights.
+        split: The split to evaluate.
+        out: The report folder (default: the task's :meth:`~albef.tasks.Task.evaluation_dir`).
+        options: The task's own options by name.
+        overwrite: Replace the files of an earlier evaluation (otherwise refused before any work).
+        task: The task the command was called for.
+
+    Returns:
+        The run report on rank 0, ``None`` elsewhere.
+    """
+    options = dict(options or {})
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"--checkpoint {checkpoint}: no such checkpoint file")
+    chosen = build_task(cfg, task)
+    if split not in chosen.splits:
+        raise ConfigError(f"task {cfg.task!r} has no split {split!r}; valid: {', '.join(chosen.splits)}")
+    out = out or chosen.evaluation_dir()
+    refuse_overwrite(report_files(chosen, split, out, options), overwrite)
+    world, precision = prepare_evaluation(cfg)
+    model = evaluation_model(cfg, checkpoint, precision)
+    return evaluate_split(
+        chosen, model, precision, split, out, checkpoint=checkpoint, options=options, is_main=world.is_main
+    )

@@ -5,21 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-DATASETS = {"vqa": "vqa_v2", "nlvr": "nlvr2", "ve": "snli_ve", "nlvr_pretrain": "pretrain"}
-"""Report dataset names of the real data, per task (a synthetic config reports ``synthetic``)."""
-RETRIEVAL_DATASETS = {"retrieval_coco": "coco", "retrieval_flickr": "flickr30k"}
-"""Report dataset names of the real retrieval presets (another preset reports its name without ``retrieval_``)."""
-
-
-def dataset_name(cfg: Any, task: str | None = None) -> str:
-    """``synthetic`` for a synthetic-world config, else the dataset of ``task`` (default ``cfg.task``)."""
-    task = task or cfg.task
-    if cfg.data.synthetic_size:
-        return "synthetic"
-    if task == "retrieval":
-        return RETRIEVAL_DATASETS.get(str(cfg.name), str(cfg.name).removeprefix("retrieval_"))
-    return DATASETS.get(task, task)
-
 
 def checkpoint_info(path: str | Path | None) -> Any:
     """Path and SHA-256 of a checkpoint file (``None`` when there is none)."""
@@ -31,36 +16,35 @@ def checkpoint_info(path: str | Path | None) -> Any:
     return CheckpointInfo(str(path), file_sha256(path))
 
 
-def report_fields(
-    cfg: Any, precision: Any, start: str, wall: float, task: str | None = None
-) -> dict[str, Any]:
+def report_fields(cfg: Any, precision: Any, start: str, wall: float, dataset: str) -> dict[str, Any]:
     """The run-report fields every training and evaluation report shares (task, dataset, preset, environment,
-    config); ``task`` defaults to ``cfg.task``."""
+    config)."""
     from albef.config.io import to_dict
     from albef.reporting.environment import collect_environment
 
     return {
-        "task": task or cfg.task,
-        "dataset": dataset_name(cfg, task),
+        "task": cfg.task,
+        "dataset": dataset,
         "model_preset": cfg.name,
         "environment": collect_environment(precision.device, precision.name, cfg.runtime.seed, start, wall),
         "config": to_dict(cfg),
     }
 
 
-def save_report(report: Any, out: Path, name: str) -> Path:
-    """Write the JSON report (and its Markdown where the renderer is available); returns the JSON path."""
-    path: Path = report.save(out / name)
-    try:
-        from albef.reporting.render import render  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return path
+def write_report(report: Any, out: Path, stem: str) -> Path:
+    """``<out>/<stem>.json`` and ``<out>/<stem>.md``, plus the rendered tables and plots (``report.md``,
+    ``metrics.csv``, ``stages.csv``, PNGs); returns the JSON path."""
+    from albef.fileio import atomic_write_text
+    from albef.reporting.render import render, report_markdown
+
+    path: Path = report.save(out / f"{stem}.json")
+    atomic_write_text(out / f"{stem}.md", report_markdown(report))
     render(report, out)
     return path
 
 
 def training_report(
-    cfg: Any, result: Any, precision: Any, initial: str | None, start: str, wall: float
+    cfg: Any, result: Any, precision: Any, initial: str | None, start: str, wall: float, dataset: str
 ) -> Any:
     """A ``kind="training"`` report: losses and batch accuracy (first/last tenth), validation, step time."""
     from albef.engine.metrics_log import read_metrics
@@ -73,7 +57,7 @@ def training_report(
         kind="training",
         split="train",
         checkpoint=checkpoint_info(initial),
-        **report_fields(cfg, precision, start, wall),
+        **report_fields(cfg, precision, start, wall, dataset),
     )
     tenth = max(1, len(history) // 10)
     for key in [k for k in (history[0] if history else {}) if k.endswith(("_loss", "accuracy"))]:

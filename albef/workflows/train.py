@@ -6,12 +6,10 @@ in one process and under ``torchrun`` (each rank builds its shard of the data; r
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +18,7 @@ from albef.config.schema import ExperimentConfig
 from albef.data.loaders import build_loader
 from albef.engine import checkpointing as ckpt
 from albef.engine.compile import compile_model
-from albef.engine.determinism import Determinism, configure_determinism
+from albef.engine.determinism import Determinism, configure_determinism, seed_everything
 from albef.engine.distributed import World, barrier, cleanup, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
 from albef.engine.run_folder import RUN_FILE, RunClaim, claim_run_folder
@@ -45,13 +43,6 @@ class RunContext:
 
 _CLAIMS: list[RunClaim] = []
 """Run folders this process holds, released by :func:`end_run`."""
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch, numpy and python's ``random``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def setup_run(cfg: ExperimentConfig, resume: str | None = None) -> RunContext:
@@ -182,3 +173,15 @@ def _train(
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Write a JSON summary next to the run's metrics."""
     atomic_write_json(path, summary)
+
+
+def summarise(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Mean of each loss over the first and the last tenth of the steps."""
+    if not history:
+        return {"steps": 0}
+    n = max(1, len(history) // 10)
+    keys = [k for k in history[0] if k.endswith("_loss") or k == "loss"]
+    first = {k: sum(h[k] for h in history[:n]) / n for k in keys}
+    last = {k: sum(h[k] for h in history[-n:]) / n for k in keys}
+    speed = sum(h["samples_per_s"] for h in history) / len(history)
+    return {"steps": int(history[-1]["step"]), "loss_first": first, "loss_last": last, "samples_per_s": speed}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,9 @@ def test_evaluate_writes_json_and_markdown_reports(world: Path, checkpoint: Path
     )
     assert report.checkpoint is not None and report.checkpoint.sha256 and "r_mean" in report.metrics
     assert report.extra["k"] == 8 and report.environment.torch
-    assert "| txt_r1 |" in (tmp_path / f"{STEM}.md").read_text()
+    markdown = (tmp_path / f"{STEM}.md").read_text()
+    assert re.search(r"^\| txt_r1 +\| [0-9.]+ ± [0-9.]+ +\|", markdown, re.M)  # value ± interval
+    assert re.search(r"\| chance +\|", markdown)  # the chance level beside every recall
     scores = torch.load(tmp_path / f"{STEM}-scores.pt")
     assert scores["scores_i2t"].shape == (16, 80)
 

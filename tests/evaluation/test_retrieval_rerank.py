@@ -6,15 +6,27 @@ import pytest
 import torch
 
 from albef.engine.distributed import World
+from albef.evaluation.candidates import select_candidates, shard_rows
 from albef.evaluation.memory_plan import FusionDims, plan_memory
 from albef.evaluation.metrics import RERANK_FILL, fill_scores, topk_candidates
-from albef.evaluation.rerank import PairScorer, one_query_rerank, rerank_queries
-from albef.evaluation.retrieval import dense_scores, rerank_local, shard_rows
+from albef.evaluation.rerank import (
+    PairScorer,
+    Reranked,
+    dense_scores,
+    one_query_rerank,
+    rerank_candidates,
+    rerank_queries,
+)
 from albef.reporting.measure import StageTimer
 from tests.evaluation import random_features, spread_model
 
 N_IMAGES, N_TEXTS, K = 20, 60, 16
 CPU = torch.device("cpu")
+
+
+def rerank_local(scorer: PairScorer, sims: torch.Tensor, k: int, world: World, timer: StageTimer) -> Reranked:
+    """Steps 3 and 4 of the evaluator on this rank: candidates, then their ITM scores."""
+    return rerank_candidates(scorer, select_candidates(sims, k, world, timer), sims.shape[1])
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from albef.config import load_config
 from albef.config.schema import ExperimentConfig
 from albef.data.tokenizer import TextTokenizer
 from albef.engine.precision import resolve_precision
+from albef.errors import DataError
 from albef.evaluation.vqa import RankingOptions, VQAEvaluator, VQASplit
-from albef.evaluation.vqa_eval import QuestionIdMismatchError
 from albef.models.builders import create_model
 from albef.models.vqa import ALBEFVQA
 from albef.reporting.schema import RunReport
@@ -207,7 +207,7 @@ def test_evaluate_rejects_bad_arguments(
     world: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(_evaluate_argv(world, tmp_path / "missing.pt", tmp_path)) == 4
-    assert "no such file" in capsys.readouterr().err
+    assert "no such checkpoint file" in capsys.readouterr().err
     assert main([*_evaluate_argv(world, checkpoint, tmp_path), "--split", "val"]) == 2
     assert "no val file" in capsys.readouterr().err
     other_size = ["evaluate", "vqa", "--checkpoint", str(checkpoint), "--set", f"data.root={world}"]
@@ -220,5 +220,5 @@ def test_ground_truth_for_other_questions_is_an_error(
 ) -> None:
     assert split.truths is not None
     part = dataclasses.replace(split, records=split.records[:6], truths=split.truths[:4])
-    with pytest.raises(QuestionIdMismatchError, match=r"2 \(.*\) question id\(s\) not in the ground truth"):
+    with pytest.raises(DataError, match=r"2 \(.*\) question id\(s\) not in the ground truth"):
         _evaluator(cfg, part, tokenizer, k=4).run(model)

@@ -18,14 +18,12 @@ from albef.data.tokenizer import TokenBatch
 from albef.models.bert import AttentionBlock, BertLayer
 from albef.models.classify import ALBEFNLVR, ALBEFVE, ALBEFTextAssignment
 from albef.reporting.schema import RunReport
-from albef.tasks.nlvr import (
+from albef.tasks.nlvr import NLVRObjective, VEObjective, distilled_cross_entropy
+from albef.tasks.text_assignment import (
     TA_FIRST,
     TA_NEITHER,
     TA_SECOND,
-    NLVRObjective,
     TextAssignmentObjective,
-    VEObjective,
-    distilled_cross_entropy,
     partner_weights,
     sample_image_pairs,
 )
@@ -118,7 +116,7 @@ def test_random_ta_partners_ignore_the_image_features(monkeypatch: pytest.Monkey
         drawn[strategy].append(torch.stack([pairs.first, pairs.second, pairs.labels]))
         return pairs
 
-    monkeypatch.setattr("albef.tasks.nlvr.sample_image_pairs", spy)
+    monkeypatch.setattr("albef.tasks.text_assignment.sample_image_pairs", spy)
     for strategy in ("random", "hard"):
         for seed in (0, 1):
             model = tiny_model("nlvr_pretrain", seed=seed)
