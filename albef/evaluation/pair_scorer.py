@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from albef.evaluation.rerank_layout import MIN_ROWS, Bucket, CallLayout
 from albef.models.albef import ContrastiveALBEF
@@ -68,8 +69,8 @@ def pad_row(x: Tensor) -> Tensor:
     return torch.cat([x, x.new_zeros(1, x.shape[1])])
 
 
-def project_images(linear: nn.Linear, tokens: Tensor) -> Tensor:
-    """``linear(tokens)`` for image tokens (U, S, Dv), on at least :data:`MIN_CALL_PAIRS` rows.
+def project_images(weights: tuple[Tensor, Tensor], tokens: Tensor) -> Tensor:
+    """``F.linear(tokens, *weights)`` for image tokens (U, S, Dv), on at least :data:`MIN_CALL_PAIRS` rows.
 
     Zero images are appended when ``U * S`` is smaller (a tiny model with a lone image): the extra rows do not
     change the others, and the product keeps the kernel, hence the bits, of a full-size call.
@@ -77,8 +78,8 @@ def project_images(linear: nn.Linear, tokens: Tensor) -> Tensor:
     images, length = tokens.shape[:2]
     missing = math.ceil(MIN_CALL_PAIRS / length) - images
     if missing <= 0:
-        return linear(tokens)
-    return linear(torch.cat([tokens, tokens.new_zeros(missing, *tokens.shape[1:])]))[:images]
+        return F.linear(tokens, *weights)
+    return F.linear(torch.cat([tokens, tokens.new_zeros(missing, *tokens.shape[1:])]), *weights)[:images]
 
 
 class PairScorer:
@@ -128,6 +129,15 @@ class PairScorer:
         encoder = model.text_encoder
         self.layers: list[BertLayer] = list(encoder.encoder.layer[encoder.fusion_layer :])  # type: ignore[arg-type]
         self.calls = 0
+        # Each fusion layer's projections as the scorer applies them, one product for several outputs:
+        # self-attention Q|K|V and K|V, cross-attention K|V (taken from the layer's modules once per scorer).
+        self._qkv, self._kv, self._cross_kv = [], [], []
+        for layer in self.layers:
+            own, cross = layer.attention.self, layer.crossattention
+            assert cross is not None, "fusion layers cross-attend"
+            self._qkv.append(own.stacked("query", "key", "value"))
+            self._kv.append(own.stacked("key", "value"))
+            self._cross_kv.append(cross.self.stacked("key", "value"))
         self._prepared = torch.empty(0)
         self._ready = torch.zeros(text_states.shape[0], dtype=torch.bool)
 
@@ -211,29 +221,28 @@ class PairScorer:
         """Self-attention block of fusion layer ``n`` on the packed tokens (T, H), texts batched by bucket."""
         block = self.layers[n].attention
         own, width = block.self, hidden.shape[1]
-        padded = pad_row(hidden)
-        q, k, v = own.query(padded), own.key(padded), own.value(padded)  # (T + 1, H) each
-        context = hidden.new_empty(hidden.shape, dtype=q.dtype)  # bf16/fp16 under autocast
+        qkv = F.linear(pad_row(hidden), *self._qkv[n])  # (T + 1, 3H)
+        context = hidden.new_empty(hidden.shape, dtype=qkv.dtype)  # bf16/fp16 under autocast
         for b in layout.texts:
-            count = b.segments.shape[0]
-            qh, kh, vh = (own.split_heads(b.gather(x).view(count, -1, width)) for x in (q, k, v))
-            b.scatter(context, own.merge_heads(attend(own, qh, kh, vh, b.mask)).reshape(-1, width))
+            rows = b.gather(qkv).view(b.segments.shape[0], -1, 3 * width)
+            q, k, v = (own.split_heads(x) for x in rows.split(width, dim=-1))
+            b.scatter(context, own.merge_heads(attend(own, q, k, v, b.mask)).reshape(-1, width))
         return block.output(context, hidden)
 
     def _self_attention_cls(self, n: int, hidden: Tensor, layout: CallLayout) -> Tensor:
         """Self-attention block of the [CLS] rows only (P, H), attending to every token of their text."""
         block = self.layers[n].attention
         own, width = block.self, hidden.shape[1]
-        padded = pad_row(hidden)
-        k, v = own.key(padded), own.value(padded)  # (T + 1, H)
+        kv = F.linear(pad_row(hidden), *self._kv[n])  # (T + 1, 2H)
         cls_hidden = hidden.index_select(0, layout.cls)
         query = own.query(cls_hidden)
         context = cls_hidden.new_empty(cls_hidden.shape, dtype=query.dtype)
         for b in layout.texts:
             count = b.segments.shape[0]
-            keys, values = (own.split_heads(b.gather(x).view(count, -1, width)) for x in (k, v))
+            rows = b.gather(kv).view(count, -1, 2 * width)
+            k, v = (own.split_heads(x) for x in rows.split(width, dim=-1))
             q = own.split_heads(query.index_select(0, b.segments).view(count, 1, -1))
-            context.index_copy_(0, b.segments, own.merge_heads(attend(own, q, keys, values, b.mask))[:, 0])
+            context.index_copy_(0, b.segments, own.merge_heads(attend(own, q, k, v, b.mask))[:, 0])
         return block.output(context, cls_hidden)
 
     def _cross_attention(self, n: int, hidden: Tensor, buckets: list[Bucket], tokens: Tensor) -> Tensor:
@@ -242,8 +251,8 @@ class PairScorer:
         block = self.layers[n].crossattention
         assert block is not None, "fusion layers cross-attend"
         own, width = block.self, hidden.shape[1]
-        keys = own.split_heads(project_images(own.key, tokens))  # (U, h, S, d)
-        values = own.split_heads(project_images(own.value, tokens))
+        kv = project_images(self._cross_kv[n], tokens)  # (U, S, 2H)
+        keys, values = (own.split_heads(x) for x in kv.split(width, dim=-1))  # (U, h, S, d)
         query = own.query(pad_row(hidden))
         context = hidden.new_empty(hidden.shape, dtype=query.dtype)
         for b in buckets:

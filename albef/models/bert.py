@@ -132,6 +132,13 @@ class MultiHeadAttention(nn.Module):
             scores = scores + mask
         return F.dropout(scores.softmax(dim=-1), p=p) @ v
 
+    def stacked(self, *names: str) -> tuple[Tensor, Tensor]:
+        """Weight and bias of the named projections (``query``, ``key``, ``value``) applied as one product:
+        ``F.linear(x, *stacked("key", "value"))`` is ``cat([key(x), value(x)], -1)``, each output summing
+        over the same inputs in the same order (a batched scorer's one matrix product instead of several)."""
+        linears = [getattr(self, name) for name in names]
+        return torch.cat([m.weight.detach() for m in linears]), torch.cat([m.bias.detach() for m in linears])
+
     def forward(self, hidden: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
         """Attend from ``hidden`` (B, L, H) to ``context`` (B, S, Dk); ``mask`` is additive (B, 1, L|1, S)."""
         q = self.split_heads(self.query(hidden))
