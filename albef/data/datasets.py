@@ -15,6 +15,7 @@ loads, wrapped with the skips in a :class:`Refilled`: its batches keep their ful
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,25 @@ from albef.data.text import pre_caption, pre_question
 
 Transform = Callable[[Image.Image], Tensor]
 R = TypeVar("R")
+
+
+class EpochIndex(int):
+    """A sample index that carries the epoch it is drawn for.
+
+    The training sampler yields these, so the epoch travels with every index to the loader workers: a
+    persistent worker keeps the dataset copy it started with, on which :meth:`RecordDataset.set_epoch` of the
+    main process never lands, and would otherwise draw epoch 0's captions and augmentations forever.
+    """
+
+    epoch: int
+
+    def __new__(cls, index: int, epoch: int) -> EpochIndex:
+        obj = super().__new__(cls, index)
+        obj.epoch = epoch
+        return obj
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int]]:
+        return (EpochIndex, (int(self), self.epoch))
 
 
 @dataclass(frozen=True)
@@ -109,8 +129,12 @@ class RecordDataset(Dataset[Any], Generic[R]):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> Any:
+        """The sample of ``index`` with the randomness of its epoch: the one an :class:`EpochIndex` carries
+        (a loader worker's copy of the dataset never sees :meth:`set_epoch`), else the last set."""
+        epoch = getattr(index, "epoch", self.epoch)
+        index = int(index)
         try:
-            return self._sample(index)
+            return self._sample(index, epoch)
         except _Skip as skip:
             if not self.refill:
                 return skip.skipped
@@ -118,15 +142,15 @@ class RecordDataset(Dataset[Any], Generic[R]):
         # Training: the records after it, in order, until one loads (each with its own randomness).
         for offset in range(1, len(self.records)):
             try:
-                return Refilled(self._sample((index + offset) % len(self.records)), tuple(skipped))
+                return Refilled(self._sample((index + offset) % len(self.records), epoch), tuple(skipped))
             except _Skip as skip:
                 skipped.append(skip.skipped)
         raise DataError(
             self.source, f"no image of its {len(self.records)} records could be read; the first: {skipped[0]}"
         )
 
-    def _sample(self, index: int) -> Any:
-        rng_seed = sample_seed(self.seed, self.epoch, index)
+    def _sample(self, index: int, epoch: int) -> Any:
+        rng_seed = sample_seed(self.seed, epoch, index)
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also queue a CUDA seeding call (with a
             # captured stack) per sample on a CUDA build, a third of the loading time.
@@ -309,3 +333,12 @@ class EpochConcatDataset(ConcatDataset[Any]):
         """Select the epoch of every part."""
         for part in self.datasets:
             part.set_epoch(epoch)  # type: ignore[attr-defined]
+
+    def __getitem__(self, idx: int) -> Any:
+        """The sample of ``idx``; an :class:`EpochIndex` reaches its part with its epoch."""
+        epoch = getattr(idx, "epoch", None)
+        if epoch is None or idx < 0:
+            return super().__getitem__(idx)
+        part = bisect.bisect_right(self.cumulative_sizes, idx)
+        local = int(idx) - (self.cumulative_sizes[part - 1] if part else 0)
+        return self.datasets[part][EpochIndex(local, epoch)]

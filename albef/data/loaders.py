@@ -2,8 +2,9 @@
 
 :class:`ResumableSampler` is a ``DistributedSampler`` (works without an initialised process group: rank and
 world size are passed in) that can start mid-epoch, so a resumed run continues with exactly the batches an
-uninterrupted run would have drawn. Datasets with ``set_epoch`` are told the epoch too (their per-sample
-randomness depends on it).
+uninterrupted run would have drawn. Its indices carry their epoch (:class:`~albef.data.datasets.EpochIndex`),
+so a sample's randomness is its epoch's in a loader worker too, persistent or not; datasets with ``set_epoch``
+are told the epoch as well (sampling without the loader).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from albef.data.datasets import RecordDataset
+from albef.data.datasets import EpochIndex, RecordDataset
 
 
 class ResumableSampler(DistributedSampler[int]):
@@ -55,8 +56,9 @@ class ResumableSampler(DistributedSampler[int]):
         self.start = start
 
     def __iter__(self) -> Iterator[int]:
+        """This rank's indices of the epoch from ``start`` on, each an :class:`EpochIndex` of the epoch."""
         indices = list(super().__iter__())
-        return iter(indices[self.start :])
+        return iter([EpochIndex(i, self.epoch) for i in indices[self.start :]])
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -55,9 +55,16 @@ class TokenBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device | str) -> TokenBatch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenBatch:
         """Return a copy of the batch on ``device``."""
-        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device))
+        return TokenBatch(
+            self.input_ids.to(device, non_blocking=non_blocking),
+            self.attention_mask.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> TokenBatch:
+        """A copy in page-locked memory (the DataLoader's ``pin_memory``)."""
+        return TokenBatch(self.input_ids.pin_memory(), self.attention_mask.pin_memory())
 
 
 class TextTokenizer:

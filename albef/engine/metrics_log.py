@@ -76,10 +76,12 @@ def step_record(
 
 
 def step_timing(items: int, data_time: float, step_time: float, device: torch.device) -> dict[str, float]:
-    """How the host ran one step: samples/s (``items`` over every rank), data and step time, run peak memory."""
+    """How the host ran one step (every micro-batch of its accumulation group): samples/s (``items`` over every
+    rank), the time spent waiting for data, its share of the step, the step time, run peak memory."""
     return {
         "samples_per_s": items / max(step_time, 1e-9),
         "data_time": data_time,
+        "data_share": data_time / max(step_time, 1e-9),
         "step_time": step_time,
         "peak_memory_mb": run_peak_memory(device).mib,
     }

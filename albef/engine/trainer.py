@@ -329,12 +329,15 @@ class Trainer:
         remaining = min(self.steps_per_epoch, self.total_steps - self.state.global_step)
         self.display.start_epoch(self.state.epoch, remaining, self.state.batch_in_epoch // accum)
         saved: Path | None = None
-        tic = time.perf_counter()
+        # A step's time runs from the end of the previous step over every micro-batch of its accumulation
+        # group, waits for data included; data_time sums those waits.
+        group_start = tic = time.perf_counter()
+        data_time = 0.0
         # A trailing micro-batch that cannot complete an accumulation group is skipped (like drop_last), so
         # its gradient never leaks into the next epoch's first step.
         usable = self.iters_per_epoch - self.iters_per_epoch % accum
         for batch in self._batches():
-            data_time = time.perf_counter() - tic
+            data_time += time.perf_counter() - tic
             it = self.state.batch_in_epoch
             if it >= usable:
                 break
@@ -357,7 +360,8 @@ class Trainer:
             self.state.global_step += 1
             items = len(batch) * self.cfg.optim.accum_steps * self.world.world_size
             record = step_record(self.state.global_step, self.state.epoch, outputs, lr, alpha, items)
-            record.update(step_timing(items, data_time, time.perf_counter() - tic, self.precision.device))
+            step_time = time.perf_counter() - group_start
+            record.update(step_timing(items, data_time, step_time, self.precision.device))
             result.history.append(record)
             log.write(record)
             self.display.step(record)
@@ -372,7 +376,8 @@ class Trainer:
                 self._stop_now(signum)
             if self._done():
                 break
-            tic = time.perf_counter()
+            group_start = tic = time.perf_counter()
+            data_time = 0.0
         self.display.end_epoch()
         if self.state.batch_in_epoch >= usable:
             self.state.epoch += 1

@@ -77,8 +77,10 @@ def training_report(
         report.stages["train_step"] = stage_stats(
             [r["step_time"] for r in history], items, 0, stage="train_step", item="example"
         )
+    step_time = sum(r["step_time"] for r in history)
     report.extra.update(
         steps=int(history[-1]["step"]) if history else 0,
+        data_time_share=sum(r.get("data_time", 0.0) for r in history) / step_time if step_time else None,
         validation=result.validation,
         best_epoch=result.state.best_epoch,
         best_checkpoint=str(result.best_checkpoint) if result.best_checkpoint else None,

@@ -46,7 +46,7 @@ RESUME_SETS = (
     "data.test_file=null",
 )
 NO_BEST = {"best_value": None, "best_epoch": None}  # pretraining runs no validation
-TIMING_KEYS = {"samples_per_s", "data_time", "step_time", "peak_memory_mb"}
+TIMING_KEYS = {"samples_per_s", "data_time", "data_share", "step_time", "peak_memory_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +269,38 @@ def test_accumulation_steps_half_as_often(tmp_path: Path) -> None:
     _, trainer, objective = _fit_linear(tmp_path, 32, batch_size=4, accum=2, epochs=1)
     assert objective.calls == 8 and trainer.state.global_step == 4
     assert trainer.state == type(trainer.state)(epoch=1, batch_in_epoch=0, global_step=4)
-    record = _metrics(tmp_path)[0]
-    assert record["samples_per_s"] == pytest.approx(8 / record["step_time"])  # both micro-batches counted
+
+
+class _SlowRegression(_Regression):
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        time.sleep(SAMPLE_WAIT)
+        return super().__getitem__(i)
+
+
+class _SlowCounting(_Counting):
+    def __call__(self, model: nn.Module, batch: _Pairs, alpha: float) -> dict[str, Tensor]:
+        time.sleep(STEP_WAIT)
+        return super().__call__(model, batch, alpha)
+
+
+SAMPLE_WAIT, STEP_WAIT = 0.005, 0.02
+
+
+def test_step_time_and_data_time_cover_every_micro_batch(tmp_path: Path) -> None:
+    """With accumulation a step is all its micro-batches: samples/s counts their samples over their time."""
+    cfg = ExperimentConfig()
+    cfg.optim = OptimConfig(lr=0.05, warmup_steps=1, epochs=1, accum_steps=2)
+    cfg.runtime.output_dir = str(tmp_path)
+    loader = build_loader(_SlowRegression(16), 4, _collate, train=True, seed=3)
+    model = nn.Linear(4, 1).double()
+    cpu = resolve_precision("fp32", torch.device("cpu"))
+    Trainer(cfg, model, _SlowCounting(), loader, cpu, show_progress=False).fit()
+    for record in _metrics(tmp_path):  # 2 micro-batches of 4 samples: at least 8 sample waits + 2 step waits
+        assert record["data_time"] >= 8 * SAMPLE_WAIT
+        assert record["step_time"] >= 8 * SAMPLE_WAIT + 2 * STEP_WAIT
+        assert record["samples_per_s"] == pytest.approx(8 / record["step_time"])
+        assert record["data_share"] == pytest.approx(record["data_time"] / record["step_time"])
+        assert 0 < record["data_share"] < 1
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf")])

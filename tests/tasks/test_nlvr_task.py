@@ -252,6 +252,7 @@ def test_pretrain_ta_writes_a_training_report(chain: dict[str, Path]) -> None:
     )
     assert {"train_ta_loss_first", "train_ta_accuracy_last"} <= set(report.metrics)
     assert report.stages["train_step"].num_batches == 2
+    assert 0 < report.extra["data_time_share"] < 1  # the share of the step spent waiting for data
 
 
 def test_finetune_nlvr_validates_keeps_best_and_tests(chain: dict[str, Path]) -> None:
