@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from albef.checkpoint.convert import teacher_names
-from albef.checkpoint.io import read_state_dict, unwrap_state_dict
+from albef.checkpoint.io import CheckpointNotFoundError, read_state_dict, unwrap_state_dict
 from albef.checkpoint.strict import CheckpointMismatchError, LoadReport, load_state_dict_strict
 from albef.models.bert import INIT_STD, BertStack, MLMHead, init_bert_weights
 from albef.models.momentum import copy_params
@@ -67,10 +67,10 @@ def bert_state_dict(source: Source) -> tuple[dict[str, Tensor], str]:
     """
     if isinstance(source, Mapping) or Path(source).is_file():
         state, name = _read_source(source, "BERT state dict")
+    elif Path(source).is_dir():
+        state, name = read_state_dict(_weights_file(Path(source))), str(source)
     else:
-        from transformers import BertForMaskedLM
-
-        state, name = dict(BertForMaskedLM.from_pretrained(str(source)).state_dict()), str(source)
+        state, name = _bert_from_hub(str(source)), str(source)
     if not any(k.startswith("bert.") for k in state):
         state = {
             ("bert." + k if k.split(".")[0] in ("embeddings", "encoder", "pooler") else k): v
@@ -80,6 +80,32 @@ def bert_state_dict(source: Source) -> tuple[dict[str, Tensor], str]:
         k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
         for k, v in state.items()
     }, name
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The weights file of a Hugging Face model directory, in the order looked for."""
+
+
+def _weights_file(directory: Path) -> Path:
+    """The weights file of a local Hugging Face model directory (read as is: no random head is made up)."""
+    for name in WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointNotFoundError(f"{directory}: no {' or '.join(WEIGHT_FILES)} in this directory")
+
+
+def _bert_from_hub(name: str) -> dict[str, Tensor]:
+    """``BertForMaskedLM.from_pretrained(name)``'s weights (downloaded by transformers when reachable)."""
+    from transformers import BertForMaskedLM
+
+    try:
+        return dict(BertForMaskedLM.from_pretrained(name).state_dict())
+    except (OSError, ValueError) as err:
+        raise CheckpointNotFoundError(
+            f"BERT weights {name!r}: not a local file or directory, and the hub did not give them "
+            f"({str(err).splitlines()[0]}); download them where there is a network (e.g. "
+            f"huggingface-cli download {name} --local-dir DIR) and give DIR"
+        ) from None
 
 
 def _stack_targets(
@@ -129,10 +155,15 @@ def _bert_plan(
         stack_targets, stack_new = _stack_targets(name, stack, bert_layers)
         targets.update(stack_targets)
         new += stack_new
+    has_head = any(k.startswith("cls.predictions.") for k in state)
     for name in PREDICTION_HEADS:
         head = getattr(model, name, None)
         if isinstance(head, MLMHead):
-            targets.update(_head_targets(name, head, state))
+            if has_head:
+                targets.update(_head_targets(name, head, state))
+            else:  # a BertModel (e.g. a sentence encoder) has no MLM head: BERT's init for its transform and
+                # a zero bias; the decoder weight stays tied to the (loaded) word embeddings
+                new.append((f"{name}.transform", head.transform))
     return targets, new
 
 
@@ -164,6 +195,15 @@ def _check_bert(
     return ignored
 
 
+def _why_new(prefix: str) -> str:
+    """Why a submodule got BERT's init instead of BERT's weights."""
+    if prefix.endswith(".crossattention"):
+        return "cross-attention (BERT has none)"
+    if prefix.split(".")[0] in PREDICTION_HEADS:
+        return "the source has no MLM head (a BertModel); the bias is zero, the decoder tied to the words"
+    return "a layer beyond the source's"
+
+
 def init_text_from_bert(model: nn.Module, source: Source) -> LoadReport:
     """Initialise the model's BERT stacks (and MLM/LM head) from BERT weights, as the official constructors.
 
@@ -190,18 +230,40 @@ def init_text_from_bert(model: nn.Module, source: Source) -> LoadReport:
             own[ours].copy_(state[hf])
     for _, module in new:
         bert_init_(module)
+    fresh_heads = [prefix.split(".")[0] for prefix, _ in new if prefix.split(".")[0] in PREDICTION_HEADS]
+    with torch.no_grad():
+        for name in fresh_heads:
+            cast(MLMHead, getattr(model, name)).bias.zero_()
     new_prefixes = tuple(prefix + "." for prefix, _ in new)
+    head_biases = {f"{name}.{key}" for name in fresh_heads for key in ("bias", "decoder.bias")}
     report = LoadReport(
         loaded=list(targets),
-        missing=[k for k in own if k.startswith(new_prefixes)],
+        missing=[k for k in own if k.startswith(new_prefixes) or k in head_biases],
         unexpected=ignored,
         source_layout="hf:bert",
         conversion="bert->text",
     )
-    report.notes.append(f"BERT init (normal 0.02) for: {', '.join(p for p, _ in new) or 'nothing'}")
+    report.notes += [f"{prefix}: BERT's init (normal 0.02), {_why_new(prefix)}" for prefix, _ in new]
     report.teachers_copied = [t for t in teacher_names(model) if t in TEXT_STACKS + PREDICTION_HEADS]
     copy_params(model, report.teachers_copied)
     return report
+
+
+def _vit_from_timm(name: str) -> dict[str, Tensor]:
+    """The pretrained weights of the timm model ``name`` (e.g. ``deit_base_patch16_224``; downloaded by timm)."""
+    import timm
+
+    try:
+        return dict(timm.create_model(name, pretrained=True).state_dict())
+    except RuntimeError as err:  # an unknown model name
+        raise CheckpointNotFoundError(
+            f"ViT weights {name!r}: not a local file nor a timm model ({err})"
+        ) from None
+    except OSError as err:  # offline, or the hub refused
+        raise CheckpointNotFoundError(
+            f"ViT weights {name!r}: not a local file, and timm could not download them ({str(err).splitlines()[0]}); "
+            "download them where there is a network and give the file"
+        ) from None
 
 
 def init_vision_from_deit(model: nn.Module, source: Source) -> LoadReport:
@@ -209,7 +271,8 @@ def init_vision_from_deit(model: nn.Module, source: Source) -> LoadReport:
 
     Args:
         model: Any task model (its ``visual_encoder`` is a timm ``VisionTransformer``).
-        source: A file (``{'model': sd}`` as DeiT releases, or bare; ``.pth``/``.safetensors``) or a state dict.
+        source: A file (``{'model': sd}`` as DeiT releases, or bare; ``.pth``/``.safetensors``), a state dict,
+            or a timm model name (``deit_base_patch16_224``: its pretrained weights, downloaded by timm).
 
     Returns:
         A :class:`LoadReport` in ``visual_encoder``'s own key names (``unexpected``: the dropped ``head.*``).
@@ -217,7 +280,10 @@ def init_vision_from_deit(model: nn.Module, source: Source) -> LoadReport:
     Raises:
         CheckpointMismatchError: Missing or unexpected keys (e.g. a distilled DeiT's ``dist_token``), shapes.
     """
-    state, name = _read_source(source, "ViT state dict")
+    if isinstance(source, Mapping) or Path(source).is_file():
+        state, name = _read_source(source, "ViT state dict")
+    else:
+        state, name = _vit_from_timm(str(source)), str(source)
     encoder = cast(nn.Module, model.visual_encoder)
     head = [k for k in state if k.startswith("head.")]
     state = {k: v for k, v in state.items() if k not in head}
@@ -239,3 +305,17 @@ def init_vision_from_deit(model: nn.Module, source: Source) -> LoadReport:
     report.teachers_copied = [t for t in teacher_names(model) if t == "visual_encoder"]
     copy_params(model, report.teachers_copied)
     return report
+
+
+def initialise_from_config(model: nn.Module, text: str | None, vision: str | None) -> dict[str, LoadReport]:
+    """``model.text.init`` / ``model.vision.init``: the official recipe's starting weights, each only when set.
+
+    Returns:
+        ``{"text": report, "vision": report}`` for what was initialised.
+    """
+    reports: dict[str, LoadReport] = {}
+    if text:
+        reports["text"] = init_text_from_bert(model, text)
+    if vision:
+        reports["vision"] = init_vision_from_deit(model, vision)
+    return reports

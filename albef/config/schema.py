@@ -30,6 +30,10 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
+    init: str | None = None
+    """Start the ViT from these weights (the official recipe: ``deit_base_patch16_224``): a timm model name
+    (its pretrained weights, downloaded by timm when asked) or a local file (``.pth``/``.safetensors``);
+    the position embeddings are resized to ``image_res``. ``None``: random. Used when a run starts fresh."""
 
 
 @dataclass
@@ -56,6 +60,10 @@ class TextConfig:
     initializer_range: float = 0.02
     """Std of the normal init of linear/embedding weights when training from scratch (BERT's 0.02 suits
     width 768; small widths such as the synthetic preset's 128 need about 1/sqrt(width))."""
+    init: str | None = None
+    """Start the text and fusion layers from BERT weights (the official recipe: ``bert-base-uncased``): a hub
+    name, a local Hugging Face directory (``model.safetensors`` or ``pytorch_model.bin``) or a weights file;
+    layer ``i`` takes BERT's layer ``i``, cross-attention gets BERT's init. ``None``: random."""
 
 
 @dataclass

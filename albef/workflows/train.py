@@ -6,7 +6,7 @@ in one process and under ``torchrun`` (each rank builds its shard of the data; r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,33 @@ def load_initial_weights(model: nn.Module, task: str, checkpoint: str | None) ->
     return report.as_dict() if hasattr(report, "as_dict") else {"report": str(report)}
 
 
+INIT_REPORT = "init_report.json"
+"""Where a run started from ``model.text.init`` / ``model.vision.init`` records what came from where."""
+
+
+def _resuming(resume: str | None, output_dir: Path) -> bool:
+    """``--resume`` names a file, or ``auto`` finds a checkpoint of the run."""
+    if not resume:
+        return False
+    return resume != "auto" or bool(ckpt.list_checkpoints(output_dir / ckpt.CHECKPOINT_DIR))
+
+
+def initialise(model: nn.Module, cfg: ExperimentConfig, ctx: RunContext) -> None:
+    """The official recipe's starting weights (``model.text.init``, ``model.vision.init``); rank 0 writes
+    ``init_report.json`` (which tensors came from where, which got a fresh init and why, resized position
+    embeddings) and prints a line per source."""
+    from albef.checkpoint.init import initialise_from_config
+
+    reports = initialise_from_config(model, cfg.model.text.init, cfg.model.vision.init)
+    if not reports or not ctx.world.is_main:
+        return
+    sources = {"text": cfg.model.text.init, "vision": cfg.model.vision.init}
+    payload = {part: {"source": sources[part], **asdict(report)} for part, report in reports.items()}
+    atomic_write_json(ctx.output_dir / INIT_REPORT, payload)
+    for part, report in reports.items():
+        print(f"{part} init from {sources[part]}: {report.summary()}")
+
+
 def train(
     cfg: ExperimentConfig,
     *,
@@ -134,6 +161,8 @@ def _train(
     task = get_task(cfg.task)(cfg, tokenizer)
     seed_everything(cfg.runtime.seed)  # identical initial weights on every rank
     model = task.build_model().to(ctx.precision.device)
+    if not _resuming(resume, ctx.output_dir):  # a resumed run's checkpoint holds every weight
+        initialise(model, cfg, ctx)
     load_initial_weights(model, cfg.task, checkpoint)
     if cfg.runtime.compile:
         compile_model(model, cfg.runtime.compile_mode)
