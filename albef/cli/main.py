@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    show_bars = not getattr(args, "no_progress", False) and os.environ.get("RANK", "0") == "0"
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))  # torchrun's, or srun's
+    show_bars = not getattr(args, "no_progress", False) and rank == "0"
     try:
         with progress_enabled(show_bars):
             return int(handler(args) or 0)

@@ -1,13 +1,16 @@
 """Distributed helpers that are inert in a single process.
 
-``init_distributed()`` reads the ``torchrun`` environment (RANK, WORLD_SIZE, LOCAL_RANK) and starts NCCL on
-CUDA or gloo on CPU; without those variables it returns a single-process :class:`World`. Every collective
+``init_distributed()`` reads the ``torchrun`` environment (RANK, WORLD_SIZE, LOCAL_RANK), or SLURM's when a job
+step was started by ``srun`` without torchrun, and starts NCCL on CUDA or gloo on CPU; without either it returns a
+single-process :class:`World`. Every collective
 below returns its input (or does nothing) when no process group is initialised.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +38,54 @@ class World:
         return self.world_size > 1
 
 
+SLURM_PORT_BASE = 20000
+"""Without ``MASTER_PORT``, a SLURM job's rendezvous port is ``SLURM_PORT_BASE + job id % 10000``."""
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """The host names of a SLURM node list: ``gpu[01-03,07],login`` -> gpu01, gpu02, gpu03, gpu07, login."""
+    hosts: list[str] = []
+    for prefix, ranges, plain in re.findall(r"([^,\[]+)\[([^\]]+)\]|([^,\[\]]+)", nodelist):
+        if plain:
+            hosts.append(plain)
+            continue
+        for part in ranges.split(","):
+            first, _, last = part.partition("-")
+            if not last:
+                hosts.append(prefix + first)
+                continue
+            hosts += [prefix + str(i).zfill(len(first)) for i in range(int(first), int(last) + 1)]
+    return hosts
+
+
+def launch_environment(env: Mapping[str, str]) -> dict[str, str] | None:
+    """The process's place in the job from its environment: torchrun's variables (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) or, under ``srun`` without torchrun, SLURM's
+    (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``; the first host of ``SLURM_JOB_NODELIST`` as the
+    master, the port from ``MASTER_PORT`` or the job id). ``None``: a single process."""
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {name: env[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in env}
+    if "SLURM_PROCID" not in env or "SLURM_NTASKS" not in env:
+        return None
+    nodes = expand_nodelist(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "localhost")))
+    port = env.get("MASTER_PORT") or str(SLURM_PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % 10000)
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_NTASKS"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or (nodes[0] if nodes else "localhost"),
+        "MASTER_PORT": port,
+    }
+
+
 def init_distributed(device_type: str) -> World:
-    """Initialise the process group from the torchrun environment, or return a single-process world."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+    """Initialise the process group from the torchrun (or SLURM) environment, or return a single-process world."""
+    launch = launch_environment(os.environ)
+    if launch is None:
         return World()
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    os.environ.update(launch)  # init_method="env://" reads them; SLURM's become torchrun's
+    rank, world_size = int(launch["RANK"]), int(launch["WORLD_SIZE"])
+    local_rank = int(launch.get("LOCAL_RANK", 0))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":

@@ -35,7 +35,7 @@ from albef.engine.metrics_log import MetricsLog, step_record, step_timing
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
 from albef.engine.stopping import StopSignals
-from albef.errors import NonFiniteLossError, RunInterrupted
+from albef.errors import ConfigError, NonFiniteLossError, RunInterrupted
 from albef.fileio import atomic_torch_save
 from albef.reporting.environment import git_revision
 from albef.version import __version__
@@ -102,6 +102,8 @@ class Trainer:
             ``metrics.jsonl`` with a ``val/`` prefix.
         select: The metric of ``evaluate`` (higher is better) whose best epoch is kept as
             ``best.pt`` (model weights only) next to ``checkpoints/``.
+        find_unused_parameters: DDP looks for parameters without a gradient each step (only the tasks that
+            have such parameters need it; :attr:`albef.tasks.Task.unused_parameters`).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Trainer:
         show_progress: bool = True,
         evaluate: EpochEvaluator | None = None,
         select: str | None = None,
+        find_unused_parameters: bool = False,
     ) -> None:
         self.cfg = cfg
         self.evaluate = evaluate
@@ -130,7 +133,10 @@ class Trainer:
         if self.world.distributed:
             device_ids = [precision.device.index] if precision.device.type == "cuda" else None
             self.module = nn.parallel.DistributedDataParallel(
-                self.module, device_ids=device_ids, broadcast_buffers=False, find_unused_parameters=True
+                self.module,
+                device_ids=device_ids,
+                broadcast_buffers=False,
+                find_unused_parameters=find_unused_parameters,
             )
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scaler = precision.grad_scaler()
@@ -159,6 +165,7 @@ class Trainer:
             "state": dataclasses.asdict(self.state),
             "rng": ckpt.rng_state(),
             "rng_per_rank": rng_per_rank,
+            "world_size": self.world.world_size,
             "config": to_dict(self.cfg),
             "git": git_revision(),
             "albef_version": __version__,
@@ -191,8 +198,30 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         self.state = TrainState(**{**dataclasses.asdict(TrainState()), **payload["state"]})
         per_rank = payload.get("rng_per_rank") or [payload["rng"]]
+        saved_world = int(payload.get("world_size", len(per_rank)))
+        if saved_world != self.world.world_size:
+            self._check_new_world(Path(path), saved_world)
         same_world = len(per_rank) == self.world.world_size
         ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
+
+    def _check_new_world(self, path: Path, saved_world: int) -> None:
+        """A checkpoint of another number of ranks: fine at an epoch boundary (the next epoch is sharded over
+        this job's ranks; the global batch and the steps per epoch follow the new size), refused mid-epoch,
+        where this rank's position in the old shards means nothing."""
+        if self.state.batch_in_epoch:
+            raise ConfigError(
+                f"{path} was written by a {saved_world}-rank job in the middle of epoch {self.state.epoch} "
+                f"(batch {self.state.batch_in_epoch}); this job has {self.world.world_size}. Resume it with "
+                f"{saved_world} ranks (torchrun --nproc_per_node / srun --ntasks), or from a checkpoint taken "
+                "at the end of an epoch"
+            )
+        if self.world.is_main:
+            print(
+                f"resuming a {saved_world}-rank checkpoint on {self.world.world_size} ranks at the start of "
+                f"epoch {self.state.epoch}: the global batch is now "
+                f"{self.cfg.data.batch_size_train * self.world.world_size}",
+                file=sys.stderr,
+            )
 
     def _stop_now(self, signum: int) -> None:
         """Checkpoint the step just finished (unless it already is) and raise :class:`RunInterrupted`."""

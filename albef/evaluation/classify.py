@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from albef.data.collate import LabelledBatch, PairBatch
 from albef.data.formats import nlvr_consistency_groups
 from albef.data.records import VE_LABELS
+from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.bootstrap import percent_metric
@@ -66,18 +67,31 @@ class ClassificationEvaluator(Evaluator):
     """The shared loop: forward every batch, keep the argmax per example.
 
     Args:
-        loader: Ordered evaluation loader over the split (single process).
-        labels: (N,) true class of every example, in split order.
+        loader: Ordered evaluation loader over the split, or over this rank's block of it from ``start``.
+        labels: (N,) true class of every example of the whole split, in split order.
         precision: Device and autocast of the evaluation.
+        world: This process's place in the job (the ranks' predictions are gathered).
+        start: Split position of the loader's first example.
     """
 
     num_classes: ClassVar[int]
     item: ClassVar[str] = "example"
 
-    def __init__(self, loader: DataLoader[Any], labels: Sequence[int], precision: Precision) -> None:
+    def __init__(
+        self,
+        loader: DataLoader[Any],
+        labels: Sequence[int],
+        precision: Precision,
+        world: World | None = None,
+        start: int = 0,
+    ) -> None:
         self.loader = loader
         self.labels = torch.tensor(list(labels), dtype=torch.long)
         self.precision = precision
+        self.world = world or World()
+        self.start = start
+        """Split position of the loader's first example: under ``torchrun`` each rank's loader covers its own
+        contiguous block of the split, and the predictions are gathered (no example twice, none dropped)."""
 
     @abstractmethod
     def forward(self, model: nn.Module, batch: Any) -> Tensor:
@@ -88,7 +102,7 @@ class ClassificationEvaluator(Evaluator):
         n = self.labels.shape[0]
         logits = torch.zeros(n, self.num_classes)
         classes = torch.full((n,), NO_PREDICTION, dtype=torch.long)
-        was_training, position = model.training, 0
+        was_training, position = model.training, self.start
         model.eval()
         try:
             with torch.inference_mode(), self.precision.autocast():
@@ -102,9 +116,25 @@ class ClassificationEvaluator(Evaluator):
                     classes[index] = out.argmax(dim=1).cpu()
         finally:
             model.train(was_training)
-        if position != n:
+        if not self.world.distributed and position != n:
             raise ValueError(f"the loader yielded {position} examples but the split has {n} labels")
+        if self.world.distributed:  # every position of the split must then come from exactly one rank
+            logits, classes = self._gather(logits, classes, range(self.start, position))
         return Predictions(classes, logits, int((classes == NO_PREDICTION).sum()))
+
+    def _gather(self, logits: Tensor, classes: Tensor, mine: range) -> tuple[Tensor, Tensor]:
+        """Every rank's block of predictions, in split order; each position must come from exactly one rank."""
+        parts = all_gather_object(
+            (mine.start, logits[mine.start : mine.stop], classes[mine.start : mine.stop])
+        )
+        covered = torch.zeros(classes.shape[0], dtype=torch.long)
+        for start, part_logits, part_classes in parts:
+            stop = start + part_classes.shape[0]
+            logits[start:stop], classes[start:stop] = part_logits, part_classes
+            covered[start:stop] += 1
+        if not bool((covered == 1).all()):
+            raise ValueError("the ranks' evaluation blocks do not cover the split exactly once")
+        return logits, classes
 
     def timer(self) -> StageTimer:
         """A stage timer on the evaluation device (the first batch is warm-up when there are several)."""
@@ -121,6 +151,8 @@ class NLVREvaluator(ClassificationEvaluator):
         precision: Device and autocast.
         identifier_source: Where the identifiers came from (``file``, ``images``, ``sentences``; see
             :func:`albef.evaluation.nlvr_eval.example_identifiers`), recorded in the result.
+        world: This process's place in the job.
+        start: Split position of the loader's first example.
     """
 
     task = "nlvr"
@@ -134,8 +166,10 @@ class NLVREvaluator(ClassificationEvaluator):
         identifiers: Sequence[str],
         precision: Precision,
         identifier_source: str = "file",
+        world: World | None = None,
+        start: int = 0,
     ) -> None:
-        super().__init__(loader, labels, precision)
+        super().__init__(loader, labels, precision, world, start)
         if len(identifiers) != len(labels):
             raise ValueError(f"{len(identifiers)} identifiers for {len(labels)} examples")
         self.identifiers = list(identifiers)

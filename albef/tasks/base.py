@@ -85,6 +85,9 @@ class Task(ABC):
     :meth:`evaluator` and :meth:`write_outputs`)."""
     evaluate_options: ClassVar[tuple[Option, ...]] = ()
     """Options of ``albef evaluate <task>`` besides config, checkpoint, split and output directory."""
+    unused_parameters: ClassVar[bool] = False
+    """Some trainable parameters take no part in a training step's loss, so DDP must look for them
+    (``find_unused_parameters``, an extra pass over the graph every step); only where that is so."""
     report_dataset: ClassVar[str] = ""
     """The dataset the reports name for the task's real data (a synthetic-world config reports ``synthetic``)."""
 

@@ -17,11 +17,11 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from albef.checkpoint import load_checkpoint
 from albef.data.collate import (
@@ -37,10 +37,12 @@ from albef.data.loaders import build_loader
 from albef.data.records import NLVRRecord
 from albef.data.transforms import build_test_transform
 from albef.engine.determinism import seed_everything
+from albef.engine.distributed import World, current_world
 from albef.engine.precision import Precision
 from albef.engine.trainer import Objective
 from albef.errors import ConfigError
 from albef.evaluation.base import EvalResult
+from albef.evaluation.candidates import shard_rows
 from albef.evaluation.classify import NLVREvaluator, VEEvaluator
 from albef.evaluation.nlvr_eval import example_identifiers, write_predictions
 from albef.fileio import atomic_torch_save
@@ -169,7 +171,7 @@ class _ClassificationTask(Task):
     def read(self, path: str) -> list[Any]:
         """The records of one annotation file."""
 
-    def dataset(self, path: str, transform: Any) -> Dataset[Any]:
+    def dataset(self, path: str, transform: Any) -> NLVRDataset | VEDataset:
         """The dataset of one annotation file."""
         data = self.cfg.data
         return self.dataset_type(
@@ -188,12 +190,19 @@ class _ClassificationTask(Task):
             [self.dataset(str(data_path(self.cfg.data, n)), transform) for n in self.cfg.data.train_files]
         )
 
-    def eval_loader(self, path: str) -> Any:
-        """An ordered loader over one annotation file (test transform)."""
+    def eval_shard(self, path: str) -> tuple[Any, list[Any], World, int]:
+        """The split's records, and an ordered loader (test transform) over this rank's contiguous block of
+        them, starting at the returned position (the whole split in a single process)."""
         data = self.cfg.data
         dataset = self.dataset(path, build_test_transform(self.cfg.model.vision.image_res))
+        records = list(dataset.records)
+        world = current_world()
+        rows = shard_rows(len(records), world)
+        start = int(rows[0]) if rows.numel() else len(records)
+        part = Subset(dataset, rows.tolist()) if world.distributed else dataset
         collate = self.make_collator(TextPolicy(max_length=data.max_tokens_eval))
-        return build_loader(dataset, data.batch_size_test, collate, train=False, num_workers=data.num_workers)
+        loader = build_loader(part, data.batch_size_test, collate, train=False, num_workers=data.num_workers)
+        return loader, records, world, start
 
     @abstractmethod
     def make_collator(self, policy: TextPolicy) -> Callable[[list[Any]], Any]:
@@ -239,12 +248,10 @@ class NLVRTask(_ClassificationTask):
         return NLVRObjective()  # type: ignore[return-value]  # narrower model/batch types
 
     def evaluator(self, split: str, precision: Precision, **options: Any) -> NLVREvaluator:
-        path = self.split_file(split)
-        loader = self.eval_loader(path)
-        records: list[NLVRRecord] = loader.dataset.records
-        identifiers, source = example_identifiers(records)
+        loader, records, world, start = self.eval_shard(self.split_file(split))
+        identifiers, source = example_identifiers(cast(list[NLVRRecord], records))
         labels = [int(r.label) for r in records]
-        return NLVREvaluator(loader, labels, identifiers, precision, identifier_source=source)
+        return NLVREvaluator(loader, labels, identifiers, precision, source, world, start)
 
     def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
         return [Path(options.get("predictions") or out / f"nlvr_predictions_{split}.csv")]
@@ -291,8 +298,8 @@ class VETask(_ClassificationTask):
         return VEObjective()  # type: ignore[return-value]  # narrower model/batch types
 
     def evaluator(self, split: str, precision: Precision, **options: Any) -> VEEvaluator:
-        loader = self.eval_loader(self.split_file(split))
-        return VEEvaluator(loader, [r.label for r in loader.dataset.records], precision)
+        loader, records, world, start = self.eval_shard(self.split_file(split))
+        return VEEvaluator(loader, [r.label for r in records], precision, world, start)
 
 
 TASKS.add("nlvr", NLVRTask, "NLVR2: is the statement true of the image pair (distilled 2-way head)")

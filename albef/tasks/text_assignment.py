@@ -129,6 +129,8 @@ class TextAssignmentTask(PretrainTask):
     """TA pretraining on the pretraining data and batches (caption lists, crops of scale (0.2, 1.0)); only
     the objective differs, and the TA model has no teachers or queue."""
 
+    unused_parameters = True  # the contrastive projections and temperature only pick the partner images
+
     def objective(self) -> Objective:
         return TextAssignmentObjective(self.cfg.model.ta_partners)  # type: ignore[return-value]
 

@@ -194,6 +194,7 @@ def _train(
         show_progress,
         evaluate=task.epoch_evaluator(),
         select=task.select_metric(),
+        find_unused_parameters=task.unused_parameters,
     )
     result = trainer.fit(resume)
     return result, model, ctx

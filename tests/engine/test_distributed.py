@@ -225,3 +225,56 @@ def test_sigterm_to_two_ranks_stops_both_at_the_same_step_with_one_checkpoint(
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert ckpt.list_checkpoints(out / "run" / ckpt.CHECKPOINT_DIR)[-1].name == ckpt.checkpoint_name(9)
+
+
+# -- SLURM ---------------------------------------------------------------------------------------------------
+def test_slurm_node_lists_expand_as_scontrol_does() -> None:
+    assert distributed.expand_nodelist("gpu[01-03,07],login") == ["gpu01", "gpu02", "gpu03", "gpu07", "login"]
+    assert distributed.expand_nodelist("node7") == ["node7"]
+    assert distributed.expand_nodelist("a[8-10]") == ["a8", "a9", "a10"]
+
+
+def test_the_launch_environment_prefers_torchrun_then_slurm() -> None:
+    slurm = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "123456"}
+    slurm["SLURM_JOB_NODELIST"] = "gpu[04-05]"
+    assert distributed.launch_environment(slurm) == {
+        "RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu04", "MASTER_PORT": "23456",
+    }  # fmt: skip
+    torchrun = {**slurm, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}  # srun torchrun ...: torchrun's
+    assert distributed.launch_environment(torchrun) == {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    assert distributed.launch_environment({"PATH": "/bin"}) is None
+
+
+SLURM_RANK = """
+import sys, torch
+from albef.engine.distributed import all_reduce_sum, cleanup, init_distributed
+world = init_distributed("cpu")
+total = all_reduce_sum(torch.tensor([float(world.rank + 1)]))
+print(world.rank, world.world_size, world.local_rank, int(total.item()))
+cleanup()
+"""
+
+
+def test_two_processes_started_as_srun_would_form_one_group(tmp_path: Path) -> None:
+    """No torchrun: only SLURM's variables, as ``srun --ntasks=2`` sets them on one node."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "MASTER_"))
+    }
+    env.pop("LOCAL_RANK", None)
+    env.update(
+        PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost"
+    )
+    env["SLURM_JOB_ID"] = str(os.getpid())  # the port follows the job id
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SLURM_RANK],
+            env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), [err[-2000:] for _, err in outputs]
+    assert [out.split() for out, _ in outputs] == [["0", "2", "0", "3"], ["1", "2", "1", "3"]]

@@ -376,3 +376,18 @@ def test_validation_each_epoch_keeps_the_best_epoch_and_survives_resume(tmp_path
     again = torch.load(tmp_path / "run" / "best.pt", weights_only=False)
     assert again["epoch"] == 1
     torch.testing.assert_close(again["model"]["weight"], best["model"]["weight"], rtol=0, atol=0)
+
+
+def test_a_checkpoint_of_another_world_size_resumes_only_at_an_epoch_boundary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, trainer, _ = _fit_linear(tmp_path, 32, batch_size=4, accum=1, epochs=1)
+    path = ckpt.list_checkpoints(tmp_path / ckpt.CHECKPOINT_DIR)[-1]
+    payload = ckpt.load_training_checkpoint(path)
+    assert payload["world_size"] == 1 and payload["state"]["batch_in_epoch"] == 0
+    two_ranks = {**payload, "world_size": 2, "rng_per_rank": [payload["rng"], payload["rng"]]}
+    trainer.resume(path, two_ranks)  # epoch boundary: the next epoch is sharded over this job's ranks
+    assert trainer.state.epoch == 1 and "resuming a 2-rank checkpoint on 1 ranks" in capsys.readouterr().err
+    mid_epoch = {**two_ranks, "state": {**payload["state"], "epoch": 0, "batch_in_epoch": 3}}
+    with pytest.raises(ConfigError, match=r"written by a 2-rank job in the middle of epoch 0 \(batch 3\)"):
+        trainer.resume(path, mid_epoch)
