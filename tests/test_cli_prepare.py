@@ -9,6 +9,7 @@ import pytest
 
 from albef.cli.main import main
 from albef.data import read_nlvr, read_vqa_train
+from albef.data.shards import ShardMember
 
 NAMES = ("cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa")
 
@@ -49,6 +50,18 @@ def test_prepare_passes_on_a_complete_copy(tmp_path: Path, capsys: pytest.Captur
     # --check-only reads what is there and converts nothing.
     assert main(["data", "prepare", "vg", "--root", str(root), "--out", str(out), "--check-only"]) == 0
     assert "present" in capsys.readouterr().out
+
+
+def test_prepare_to_shards_writes_the_training_lists_as_shards(tmp_path: Path) -> None:
+    root, out = vg_root(tmp_path), tmp_path / "out"
+    assert main(["data", "prepare", "vg", "--root", str(root), "--out", str(out), "--to-shards"]) == 0
+    shard = out / "shards" / "vg_qa" / "000000.tar"
+    assert shard.is_file()
+    sharded, listed = read_vqa_train(shard), read_vqa_train(out / "vg_qa.json")
+    assert [(r.question, r.answers, r.dataset) for r in sharded] == [
+        (r.question, r.answers, r.dataset) for r in listed
+    ]
+    assert ShardMember.parse(sharded[0].image).open().read() == b"\xff\xd8"  # the image file's bytes
 
 
 def test_prepare_reports_missing_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
-"""``albef data {synth,prepare,list}``: the embedded synthetic world, and the recipes for the real datasets."""
+"""``albef data {synth,prepare,shards,list}``: the embedded synthetic world, the recipes for the real datasets,
+WebDataset shards."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from albef.errors import DataError
 
 SYNTH_DESCRIPTION = """\
 Generate the embedded synthetic image-text world into --out: images of 2-4 coloured shapes on a textured
@@ -24,9 +27,10 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "data",
-        help="data utilities: synthetic world (synth), real datasets (prepare, list)",
+        help="data utilities: synthetic world (synth), real datasets (prepare, list), tar shards (shards)",
         description="Data utilities. Actions: synth (generate the embedded synthetic world), prepare (check a "
-        "local copy of a real dataset and convert its official annotations), list (the real-dataset recipes).",
+        "local copy of a real dataset and convert its official annotations), shards (write a JSON list and its "
+        "images as WebDataset tar shards), list (the real-dataset recipes).",
     )
     actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>")
     parser.set_defaults(handler=lambda args: _no_action(parser))
@@ -65,7 +69,57 @@ def register(subparsers: Any) -> None:
     )
     synth.set_defaults(handler=_synth)
     _register_prepare(actions)
+    _register_shards(actions)
     _register_list(actions)
+
+
+SHARDS_DESCRIPTION = """\
+Write a JSON list of the loaders (pretraining captions, retrieval training pairs, VQA questions) and its images
+as WebDataset tar shards (img2dataset's layout: KEY.jpg with the image file's bytes, KEY.json with the record,
+KEY.txt with a string caption), MAXCOUNT samples a shard, plus an index beside each shard. Name the shards in
+data.train_files instead of the list, e.g. --set 'data.train_files=["shards/pretrain/{000000..000031}.tar"]':
+training then reads the same records and images, with the same exact resume, rank sharding and randomness.
+"""
+
+
+def _register_shards(actions: Any) -> None:
+    shards = actions.add_parser(
+        "shards",
+        help="write a JSON list and its images as WebDataset tar shards",
+        description=SHARDS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shards.add_argument("input", type=Path, metavar="FILE", help="the JSON list (e.g. data/cc3m_train.json)")
+    shards.add_argument(
+        "--image-root",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="root of the list's relative image paths",
+    )
+    shards.add_argument("--out", required=True, type=Path, metavar="DIR", help="the shard folder (replaced)")
+    shards.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default: 10000)")
+    shards.set_defaults(handler=_shards)
+
+
+def _shards(args: argparse.Namespace) -> int:
+    _write_shards(args.input, args.image_root, args.out, args.maxcount)
+    return 0
+
+
+def _write_shards(source: Path, image_root: Path, out: Path, maxcount: int) -> None:
+    """Shard one JSON list and print how to train on the shards."""
+    from albef.data.formats_base import load_json
+    from albef.data.shards import write_shards
+
+    records = load_json(source)
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "image" in r for r in records):
+        raise DataError(source, "expected a JSON list of records, each with an image")
+    written = write_shards(records, image_root, out, maxcount=maxcount)
+    digits = len(written[-1].stem) if written else 6
+    spec = f"{out}/{{{0:0{digits}d}..{len(written) - 1:0{digits}d}}}.tar"
+    print(f"{len(records)} samples in {len(written)} shard(s) under {out}")
+    print(f"train on them with: --set 'data.train_files=[\"{spec}\"]'")
 
 
 PREPARE_DESCRIPTION = """\
@@ -115,6 +169,13 @@ def _register_prepare(actions: Any) -> None:
         action="store_true",
         help="skip the image checks (folder counts, and that every referenced image exists)",
     )
+    prepare.add_argument(
+        "--to-shards",
+        action="store_true",
+        help="also write every training list (pretraining, retrieval, VQA) with its images as WebDataset tar "
+        "shards under OUT/shards/<list name>/ (see 'albef data shards --help')",
+    )
+    prepare.add_argument("--maxcount", type=int, default=10000, help="samples per shard (default: 10000)")
     prepare.set_defaults(handler=_prepare)
 
 
@@ -138,7 +199,21 @@ def _prepare(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.root / "data"
     report = prepare(manifest, args.root, out, convert=not args.check_only, images=not args.no_images)
     print_prepare_report(report)
+    if args.to_shards and report.ok:
+        for spec in manifest.outputs:
+            if spec.format in SHARDED_FORMATS and spec.image_root is not None and (out / spec.file).is_file():
+                print(f"\n{spec.file}:")
+                _write_shards(
+                    out / spec.file,
+                    args.root / spec.image_root,
+                    out / "shards" / Path(spec.file).stem,
+                    args.maxcount,
+                )
     return 0 if report.ok else 1
+
+
+SHARDED_FORMATS = ("pretrain", "retrieval_train", "vqa_train")
+"""The training lists ``--to-shards`` writes as shards."""
 
 
 def print_prepare_report(report: Any) -> None:

@@ -38,6 +38,8 @@ from albef.data.records import (
     VERecord,
     VQARecord,
 )
+from albef.data.shards import SCHEME as SHARD_SCHEME
+from albef.data.shards import ShardMember
 from albef.data.text import pre_caption, pre_question
 
 Transform = Callable[[Image.Image], Tensor]
@@ -85,8 +87,11 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(state) & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def resolve_image(root: str | Path, image: str) -> Path:
-    """Join a record's image path to its root (absolute paths are kept, as the official pretraining lists)."""
+def resolve_image(root: str | Path, image: str) -> Path | ShardMember:
+    """Join a record's image path to its root (absolute paths are kept, as the official pretraining lists); a
+    shard reference is the member it names."""
+    if image.startswith(SHARD_SCHEME):
+        return ShardMember.parse(image)
     path = Path(image)
     return path if path.is_absolute() else Path(root) / path
 

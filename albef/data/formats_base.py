@@ -195,7 +195,14 @@ def top_level_object(path: PathLike) -> Record:
 
 
 def read_records(path: PathLike) -> Iterator[Record]:
-    """Load a file whose top level must be a JSON list of objects and iterate over its records."""
+    """Load a file whose top level must be a JSON list of objects and iterate over its records; a ``.tar``
+    shard (or a brace pattern of shards) gives one record per sample (:mod:`albef.data.shards`)."""
+    from albef.data.shards import is_shard_spec, shard_records
+
+    if is_shard_spec(path):
+        for shard, position, raw in shard_records(path):
+            yield Record(raw, Where(shard, index=position))
+        return
     data = load_json(path)
     if not isinstance(data, list):
         raise DataError(path, f"expected a JSON list of records at the top level, got {describe(data)}")

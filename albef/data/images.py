@@ -24,6 +24,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 
 from albef.data.errors import DataError
+from albef.data.shards import ShardMember
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ _READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def _read_rgb(path: PathLike) -> Image.Image:
-    with Image.open(path) as image:
+    opened = path.open() if isinstance(path, ShardMember) else path  # an image inside a tar shard
+    with Image.open(opened) as image:
         image.load()  # decode now, so a truncated file fails here and not inside a transform
         return image.convert("RGB")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import torch
 
 from albef.data.datasets import resolve_image
 from albef.data.records import RetrievalEvalSet
+from albef.data.shards import ShardMember
 from albef.evaluation.encode import RetrievalFeatures
 from albef.fileio import atomic_torch_save
 
@@ -33,7 +35,7 @@ def _image_stats(split: RetrievalEvalSet, image_root: str | Path) -> Iterator[st
     for image in split.images:
         path = resolve_image(image_root, image)
         try:
-            stat = path.stat()
+            stat = os.stat(path.shard if isinstance(path, ShardMember) else path)
             yield f"{image}\0{stat.st_size}\0{stat.st_mtime_ns}"
         except OSError:
             yield f"{image}\0missing"
