@@ -63,7 +63,7 @@ def photographs() -> dict[str, np.ndarray]:
     try:
         from skimage import data
 
-        for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina"):
+        for name in ("astronaut", "coffee", "chelsea", "rocket"):  # bundled with the package (no download)
             image = getattr(data, name)()
             if image.ndim == 3 and image.shape[2] == 3:
                 photos[name] = image
