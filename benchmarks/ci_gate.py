@@ -175,7 +175,7 @@ class GateRunError(RuntimeError):
 
 def is_timing(key: str) -> bool:
     """Logged fields that measure the host, not the numerics (left out of the trajectory)."""
-    return key == "epoch" or key.endswith(("_time", "_per_s", "_mb"))
+    return key == "epoch" or key.endswith(("_time", "_per_s", "_mb", "_share"))
 
 
 def trajectory_of(metrics_jsonl: Path) -> list[dict[str, float]]:

@@ -54,6 +54,8 @@ def test_the_baseline_is_clearly_above_chance_and_complete(
     assert len(trajectory) == 62 * gate.EPOCHS and [r["step"] for r in trajectory[:3]] == [1, 2, 3]
     assert {"itc_loss", "itm_loss", "mlm_loss", "loss", "lr", "temp"} <= set(trajectory[0])
     assert not any(gate.is_timing(key) for key in trajectory[0])
+    logged = {"samples_per_s", "data_time", "data_share", "step_time", "peak_memory_mb", "epoch"}
+    assert all(gate.is_timing(key) for key in logged)  # every host measurement the trainer logs
     facts = baseline["extra"]["gate"]["platform"]
     assert facts["threads"] == gate.THREADS and facts["libraries"]["torch"] and facts["cpu"]["model"]
 
