@@ -83,12 +83,10 @@ training then reads the same records and images, with the same exact resume, ran
 
 
 def _register_shards(actions: Any) -> None:
-    shards = actions.add_parser(
-        "shards",
-        help="write a JSON list and its images as WebDataset tar shards",
-        description=SHARDS_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from albef.cli.task_options import described_parser
+
+    help_text = "write a JSON list and its images as WebDataset tar shards"
+    shards = described_parser(actions, "shards", help_text, SHARDS_DESCRIPTION)
     shards.add_argument("input", type=Path, metavar="FILE", help="the JSON list (e.g. data/cc3m_train.json)")
     shards.add_argument(
         "--image-root",

@@ -18,9 +18,14 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from albef.checkpoint.io import torch_load_safe
-from albef.errors import CheckpointError
+from albef.config.io import to_dict
+from albef.config.schema import ExperimentConfig
+from albef.errors import CheckpointError, ConfigError
+from albef.fileio import atomic_torch_save
+from albef.version import __version__
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -179,3 +184,29 @@ def set_aside_later_checkpoints(resumed: Path, directory: Path, step: int) -> No
         f"albef: resuming from step {step}: moved {len(later)} later checkpoint(s) to {aside}",
         file=sys.stderr,
     )
+
+
+def check_world_size(path: Path, epoch: int, batch_in_epoch: int, saved_world: int, world_size: int) -> str:
+    """Whether a checkpoint of ``saved_world`` ranks may resume on ``world_size``: at an epoch boundary yes (the
+    next epoch is sharded over this job's ranks; returns a note saying so), in the middle of an epoch no, since
+    the position in the old shards means nothing on the new ones.
+
+    Raises:
+        ConfigError: Mid-epoch, with what to do.
+    """
+    if batch_in_epoch:
+        raise ConfigError(
+            f"{path} was written by a {saved_world}-rank job in the middle of epoch {epoch} (batch "
+            f"{batch_in_epoch}); this job has {world_size}. Resume it with {saved_world} ranks (torchrun "
+            "--nproc_per_node / srun --ntasks), or from a checkpoint taken at the end of an epoch"
+        )
+    return f"resuming a {saved_world}-rank checkpoint on {world_size} ranks at the start of epoch {epoch}"
+
+
+def save_best(
+    path: Path, model: nn.Module, epoch: int, metric: str, value: float, cfg: ExperimentConfig
+) -> Path:
+    """``best.pt``: the model weights of the best validation epoch so far, with the metric that chose it."""
+    payload = {"model": model.state_dict(), "epoch": epoch, "metric": metric, "value": value}
+    payload.update(config=to_dict(cfg), albef_version=__version__)
+    return atomic_torch_save(payload, path)

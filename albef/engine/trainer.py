@@ -35,7 +35,7 @@ from albef.engine.metrics_log import MetricsLog, step_record, step_timing
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
 from albef.engine.stopping import StopSignals
-from albef.errors import ConfigError, NonFiniteLossError, RunInterrupted
+from albef.errors import NonFiniteLossError, RunInterrupted
 from albef.fileio import atomic_torch_save
 from albef.reporting.environment import git_revision
 from albef.version import __version__
@@ -200,28 +200,16 @@ class Trainer:
         per_rank = payload.get("rng_per_rank") or [payload["rng"]]
         saved_world = int(payload.get("world_size", len(per_rank)))
         if saved_world != self.world.world_size:
-            self._check_new_world(Path(path), saved_world)
+            note = ckpt.check_world_size(
+                Path(path), self.state.epoch, self.state.batch_in_epoch, saved_world, self.world.world_size
+            )
+            if self.world.is_main:
+                print(
+                    f"{note}: the global batch is now {self.cfg.data.batch_size_train * self.world.world_size}",
+                    file=sys.stderr,
+                )
         same_world = len(per_rank) == self.world.world_size
         ckpt.set_rng_state(per_rank[self.world.rank] if same_world else payload["rng"])
-
-    def _check_new_world(self, path: Path, saved_world: int) -> None:
-        """A checkpoint of another number of ranks: fine at an epoch boundary (the next epoch is sharded over
-        this job's ranks; the global batch and the steps per epoch follow the new size), refused mid-epoch,
-        where this rank's position in the old shards means nothing."""
-        if self.state.batch_in_epoch:
-            raise ConfigError(
-                f"{path} was written by a {saved_world}-rank job in the middle of epoch {self.state.epoch} "
-                f"(batch {self.state.batch_in_epoch}); this job has {self.world.world_size}. Resume it with "
-                f"{saved_world} ranks (torchrun --nproc_per_node / srun --ntasks), or from a checkpoint taken "
-                "at the end of an epoch"
-            )
-        if self.world.is_main:
-            print(
-                f"resuming a {saved_world}-rank checkpoint on {self.world.world_size} ranks at the start of "
-                f"epoch {self.state.epoch}: the global batch is now "
-                f"{self.cfg.data.batch_size_train * self.world.world_size}",
-                file=sys.stderr,
-            )
 
     def _stop_now(self, signum: int) -> None:
         """Checkpoint the step just finished (unless it already is) and raise :class:`RunInterrupted`."""
@@ -343,15 +331,9 @@ class Trainer:
         if self.state.best_value is None or value > self.state.best_value:
             self.state.best_value, self.state.best_epoch = value, epoch
             if self.world.is_main:
-                payload = {
-                    "model": self.model.state_dict(),
-                    "epoch": epoch,
-                    "metric": self.select,
-                    "value": value,
-                    "config": to_dict(self.cfg),
-                    "albef_version": __version__,
-                }
-                atomic_torch_save(payload, self.output_dir / BEST_CHECKPOINT)
+                ckpt.save_best(
+                    self.output_dir / BEST_CHECKPOINT, self.model, epoch, self.select, value, self.cfg
+                )
 
     def _run_epoch(self, log: MetricsLog, result: TrainResult, validate: bool = False) -> Path | None:
         accum = self.cfg.optim.accum_steps
