@@ -18,6 +18,7 @@ from torch import Tensor
 from albef.evaluation.candidates import Candidates
 from albef.evaluation.metrics import RERANK_FILL, fill_scores
 from albef.evaluation.pair_scorer import PairScorer
+from albef.evaluation.partial import PartialScores
 from albef.models.albef import ContrastiveALBEF, TextEncoding
 
 Direction = Literal["i2t", "t2i"]
@@ -92,14 +93,27 @@ class Reranked:
     pairs_scored: int
 
 
-def rerank_candidates(scorer: PairScorer, chosen: Candidates, n_text: int) -> Reranked:
-    """ITM scores of this rank's candidates, both directions; a pair asked by both is scored once."""
+def rerank_candidates(
+    scorer: PairScorer, chosen: Candidates, n_text: int, partial: PartialScores | None = None
+) -> Reranked:
+    """ITM scores of this rank's candidates, both directions; a pair asked by both is scored once. With
+    ``partial`` the pairs are scored in blocks, the results saved after each (and taken up again on resume)."""
     rows, candidates, itc = chosen.rows, chosen.candidates, chosen.itc
     images = [rows["i2t"].repeat_interleave(candidates["i2t"].shape[1]), candidates["t2i"].reshape(-1)]
     texts = [candidates["i2t"].reshape(-1), rows["t2i"].repeat_interleave(candidates["t2i"].shape[1])]
     pair_ids = torch.cat(images) * n_text + torch.cat(texts)
     unique, inverse = torch.unique(pair_ids, return_inverse=True)
-    scored = scorer.score(unique // n_text, unique % n_text)[inverse]
+    if partial is None:
+        unique_scores = scorer.score(unique // n_text, unique % n_text)
+    else:
+        unique_scores = torch.empty(unique.shape[0], dtype=torch.float32)
+        done = partial.load(unique)
+        unique_scores[: done.shape[0]] = done
+        for start in range(done.shape[0], unique.shape[0], partial.every):
+            block = unique[start : start + partial.every]
+            unique_scores[start : start + block.shape[0]] = scorer.score(block // n_text, block % n_text)
+            partial.save(unique, unique_scores[: start + block.shape[0]])
+    scored = unique_scores[inverse]
     split = candidates["i2t"].numel()
     scores = {
         "i2t": scored[:split].view(candidates["i2t"].shape),

@@ -57,6 +57,7 @@ from albef.evaluation.metrics import (
     retrieval_metrics,
 )
 from albef.evaluation.pair_scorer import PairScorer
+from albef.evaluation.partial import PartialScores
 from albef.evaluation.rerank import Reranked, ScoreMode, dense_scores, rerank_candidates
 from albef.evaluation.similarity import itc_similarity
 from albef.models.albef import ContrastiveALBEF
@@ -192,6 +193,7 @@ class RetrievalEvaluator(Evaluator):
         cache: An on-disk feature cache, used when ``cache_key`` is given.
         cache_key: The features' key (:func:`~albef.evaluation.feature_cache.cache_key`).
         source: The annotation file, named in data errors.
+        partial: Where the re-rank saves its partial results as it goes (``--resume`` continues from them).
     """
 
     task = "retrieval"
@@ -207,12 +209,14 @@ class RetrievalEvaluator(Evaluator):
         world: World | None = None,
         cache: FeatureCache | None = None,
         cache_key: str | None = None,
+        partial: PartialScores | None = None,
         source: str = "",
     ) -> None:
         self.split, self.image_root, self.tokenizer = split, image_root, tokenizer
         self.precision, self.settings = precision, settings
         self.world = world or World()
         self.cache, self.cache_key = cache, cache_key
+        self.partial = partial
         self.source = source
 
     def features(self, model: ContrastiveALBEF, timer: StageTimer) -> tuple[RetrievalFeatures, str]:
@@ -260,6 +264,9 @@ class RetrievalEvaluator(Evaluator):
             scores_i2t, scores_t2i = self._rerank(model, features, sims, chosen, timer, extra)  # 4. re-rank
         metrics = retrieval_metric_objects(scores_i2t, scores_t2i, self.split, s.ties)  # 5. metrics
         extra["chance"] = chance_recall_at_1(self.split)
+        if self.partial is not None:  # complete: the partial results are no longer needed
+            extra["resumed_pairs"] = self.partial.resumed_pairs
+            self.partial.clear()
         return EvalResult(
             metrics=metrics,
             n_samples=n_img + n_txt,
@@ -292,7 +299,7 @@ class RetrievalEvaluator(Evaluator):
             model, features.image_embeds, features.text_states, features.text_mask, self.precision.device,
             self.precision.autocast, plan.pairs_per_call, s.text_batch_size, timer,
         )  # fmt: skip
-        local = rerank_candidates(scorer, chosen, sims.shape[1])
+        local = rerank_candidates(scorer, chosen, sims.shape[1], self.partial)
         parts: list[Reranked] = all_gather_object(local)
         extra.update(
             memory_plan=plan.as_dict(),

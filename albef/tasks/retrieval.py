@@ -30,6 +30,7 @@ from albef.engine.trainer import Objective
 from albef.errors import ConfigError
 from albef.evaluation.base import EvalResult
 from albef.evaluation.feature_cache import FeatureCache, cache_key, data_fingerprint
+from albef.evaluation.partial import DEFAULT_EVERY, PartialScores
 from albef.evaluation.retrieval import RetrievalEvaluator, read_eval_split, settings_from_config
 from albef.fileio import atomic_torch_save
 from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
@@ -126,6 +127,17 @@ class RetrievalTask(Task):
         Option("--budget-mb", "memory budget of one fusion call in MiB", type=float),
         Option("--cache-dir", "cache the encoded features here, keyed by checkpoint and data"),
         Option("--save-scores", "also save the two score matrices (<report>-scores.pt)", switch=True),
+        Option(
+            "--resume",
+            "continue a killed evaluation from the re-rank results it saved (<output-dir>/.partial/); the "
+            "score matrices equal an uninterrupted run's",
+            switch=True,
+        ),
+        Option(
+            "--save-every",
+            "pairs re-ranked between two saves of the partial results (default: 200000)",
+            type=int,
+        ),
     )
 
     def train_dataset(self) -> Dataset[Any]:
@@ -172,6 +184,7 @@ class RetrievalTask(Task):
         ``annotations`` file; ``settings``: :class:`~albef.evaluation.retrieval.RetrievalSettings` fields
         (``None`` keeps the config's value); ``cache_dir`` with ``checkpoint``: reuse encoded features."""
         del save_scores  # a file option (:meth:`write_outputs`)
+        work_dir = settings.pop("work_dir", None)
         name = annotations or {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}.get(split)
         if not name:
             raise ConfigError(
@@ -180,8 +193,9 @@ class RetrievalTask(Task):
             )
         root = Path(image_root) if image_root else data_path(self.cfg.data, self.cfg.data.image_root)
         return retrieval_evaluator(
-            self.cfg, name, precision, image_root=root, checkpoint=checkpoint, cache_dir=cache_dir, **settings
-        )
+            self.cfg, name, precision, image_root=root, checkpoint=checkpoint, cache_dir=cache_dir,
+            work_dir=work_dir, **settings,
+        )  # fmt: skip
 
     def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
         return [out / f"{self.report_stem(split)}-scores.pt"] if options.get("save_scores") else []
@@ -202,10 +216,14 @@ def retrieval_evaluator(
     image_root: Path | None = None,
     checkpoint: str | Path | None = None,
     cache_dir: str | None = None,
+    work_dir: Path | None = None,
+    resume: bool = False,
+    save_every: int | None = None,
     **settings: Any,
 ) -> RetrievalEvaluator:
     """The :class:`RetrievalEvaluator` of a split file of ``cfg``'s data with ``cfg``'s protocol; features are
-    cached in ``cache_dir`` (keyed by the ``checkpoint`` file, the model, the data and the encoding)."""
+    cached in ``cache_dir`` (keyed by the ``checkpoint`` file, the model, the data and the encoding), and the
+    re-rank saves its partial results under ``work_dir`` every ``save_every`` pairs (``resume``: continue)."""
     path = data_path(cfg.data, annotation)
     split = read_eval_split(path)
     root = image_root or data_path(cfg.data, cfg.data.image_root)
@@ -214,13 +232,18 @@ def retrieval_evaluator(
     except ValueError as err:
         raise ConfigError(str(err)) from err
     tokenizer = build_tokenizer(cfg.data)
-    cache, key = None, None
-    if cache_dir and checkpoint is not None:
+    cache, key, partial = None, None, None
+    if checkpoint is not None and (cache_dir or work_dir):
         encoding = {**chosen.encoding(), "tokenizer": cfg.data.tokenizer, "vocab": tokenizer.vocab_size}
         encoding["precision"] = cfg.runtime.precision
         model = to_dict(cfg.model)
         key = cache_key(file_sha256(checkpoint), model, data_fingerprint(split, root), encoding)
-        cache = FeatureCache(cache_dir)
+        cache = FeatureCache(cache_dir) if cache_dir else None
+    if work_dir is not None and key is not None and not chosen.itc_only:
+        every = save_every or DEFAULT_EVERY
+        partial = PartialScores(work_dir / f"rank{current_world().rank}.pt", key, every, resume)
+    elif resume:
+        raise ConfigError("--resume needs a re-ranked evaluation of a --checkpoint file (not --itc-only)")
     return RetrievalEvaluator(
         split,
         root,
@@ -229,8 +252,9 @@ def retrieval_evaluator(
         chosen,
         world=current_world(),
         cache=cache,
-        cache_key=key,
+        cache_key=key if cache is not None else None,
         source=str(path),
+        partial=partial,
     )
 
 

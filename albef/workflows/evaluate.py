@@ -37,6 +37,9 @@ from albef.tasks.data import build_tokenizer
 from albef.workflows.reports import checkpoint_info, report_fields, write_report
 from albef.workflows.train import prepare_data
 
+PARTIAL_DIR = ".partial"
+"""Folder of the report directory where an evaluation keeps the partial results ``--resume`` continues from."""
+
 
 def build_task(cfg: ExperimentConfig, task: str | None = None) -> Task:
     """The task object of ``cfg`` (or the named ``task``, which ``cfg`` must be a config of)."""
@@ -119,7 +122,8 @@ def evaluate_split(
     """
     options = dict(options or {})
     start, tic = utc_now_iso(), time.perf_counter()
-    evaluator = task.evaluator(split, precision, checkpoint=checkpoint, **options)
+    work_dir = out / PARTIAL_DIR / task.report_stem(split)  # partial results of a long step, for --resume
+    evaluator = task.evaluator(split, precision, checkpoint=checkpoint, work_dir=work_dir, **options)
     result = evaluator.run(model)
     wall = time.perf_counter() - tic
     if not is_main:
