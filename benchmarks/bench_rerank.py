@@ -100,10 +100,13 @@ def make_features(model: ALBEFRetrieval, args: argparse.Namespace, res: int) -> 
     }
 
 
-def timed(fn: Any) -> tuple[float, Tensor]:
-    """Seconds of one call (CPU work is synchronous) and its result."""
+def timed(fn: Any, device: torch.device) -> tuple[float, Tensor]:
+    """Seconds of one call and its result (the device's queued work included)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     out = fn()
+    sync()
     return time.perf_counter() - start, out
 
 
@@ -115,27 +118,37 @@ def run_direction(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Time both re-rankers on one direction's queries; their samples, scores and the fusion call count."""
+    device = next(model.parameters()).device
     rows = torch.arange(candidates.shape[0])
     plan = plan_memory(
         FusionDims.of(model), args.images, len(f["text_mask"]), f["image_embeds"].shape[1], args.k
     )
+    # The baseline runs where the model is; ours reads its features from where --features keeps them.
+    kept = {
+        name: f[name] if args.features == "device" else f[name].cpu()
+        for name in ("image_embeds", "text_states", "text_mask")
+    }
+    on_device = {name: f[name].to(device) for name in ("image_embeds", "text_states", "text_mask")}
     samples: dict[str, list[float]] = {"baseline": [], "ours": []}
     scores: dict[str, Tensor] = {}
     calls = 0
     for _ in range(args.repeats):
-        seconds, scores["baseline"] = timed(
+        seconds, baseline = timed(
             lambda: one_query_rerank(
-                model, f["image_embeds"], f["text_states"], f["text_mask"], candidates, direction
-            )
-        )
+                model, on_device["image_embeds"], on_device["text_states"], on_device["text_mask"],
+                candidates.to(device), direction,
+            ),
+            device,
+        )  # fmt: skip
+        scores["baseline"] = baseline.float().cpu()
         samples["baseline"].append(seconds)
         # A fresh scorer each repeat: its per-text precomputation is part of the timed work.
         scorer = PairScorer(
-            model, f["image_embeds"], f["text_states"], f["text_mask"], torch.device("cpu"),
+            model, kept["image_embeds"], kept["text_states"], kept["text_mask"], device,
             pairs_per_call=plan.pairs_per_call,
         )  # fmt: skip
         image_idx, text_idx = query_pairs(direction, rows, candidates)
-        seconds, flat = timed(lambda: scorer.score(image_idx, text_idx))  # noqa: B023
+        seconds, flat = timed(lambda: scorer.score(image_idx, text_idx), device)  # noqa: B023
         scores["ours"] = flat.view(candidates.shape)
         samples["ours"].append(seconds)
         calls = scorer.calls
@@ -144,13 +157,14 @@ def run_direction(
 
 def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> RunReport:
     """Benchmark one preset; its :class:`RunReport`."""
-    if device.type != "cpu":
-        raise SystemExit("bench_rerank.py measures the CPU re-rankers; use --device cpu")
     start, started, load_start = utc_now_iso(), time.perf_counter(), load_average()
     cfg = model_preset(preset)
+    if args.image_res:
+        cfg.vision.image_res = args.image_res
     torch.manual_seed(args.seed)
     model: ALBEFRetrieval = create_model("retrieval", cfg).eval()  # type: ignore[assignment]
-    f = make_features(model, args, cfg.vision.image_res)
+    f = make_features(model, args, cfg.vision.image_res)  # on the CPU: the same features on every device
+    model = model.to(device)
     sims = f["image_feat"] @ f["text_feat"].T
     queries = {"i2t": (sims, args.image_queries), "t2i": (sims.T, args.text_queries)}
     report = RunReport(kind="benchmark", task="rerank", dataset="random", model_preset=preset)
@@ -187,6 +201,7 @@ def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> R
         "speedup": totals["baseline"] / totals["ours"],
         "comparisons": comparisons,
         "images": args.images,
+        "features": args.features,
         "texts": int(f["text_mask"].shape[0]),
         "image_tokens": int(f["image_embeds"].shape[1]),
         "text_tokens_mean": float(lengths.mean()),
@@ -220,7 +235,14 @@ def table(reports: list[RunReport]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--presets", type=csv_list(), default=["tiny", "base"], help="e.g. tiny,base")
-    parser.add_argument("--device", default="cpu", help="cpu (the re-rankers are compared on the CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where both re-rankers run")
+    parser.add_argument(
+        "--features",
+        choices=("host", "device"),
+        default="host",
+        help="where our re-ranker keeps the features (host: moved per call, as the evaluator does)",
+    )
+    parser.add_argument("--image-res", type=int, help="image resolution (default: the preset's)")
     parser.add_argument("--images", type=int, default=64, help="images in the set")
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
     parser.add_argument("--k", type=int, default=16, help="candidates per query")
