@@ -120,6 +120,7 @@ def bench_pretrain(size: SuiteSize, device: str, out: Path, timeout_s: float) ->
 
 def bench_vqa_ranking(size: SuiteSize, device: str, out: Path) -> Path:
     """Questions/s of answer-list ranking (official scoring) in fp32 and bf16 autocast, random weights."""
+    from albef.evaluation.vqa import DEFAULT_RANK_CHUNK
     from albef.models import create_model, model_preset
     from albef.reporting.environment import collect_environment, utc_now_iso
     from albef.reporting.measure import StageTimer
@@ -150,10 +151,14 @@ def bench_vqa_ranking(size: SuiteSize, device: str, out: Path) -> Path:
             states = model.encode_question(images, question_ids, question_mask)
             for _ in range(size.warmup + size.iters):
                 with timer.stage(f"answer_ranking/{precision}", items=size.questions, item="question"):
-                    model.rank_answers(states, question_mask, answer_ids, answer_mask, k=size.k, pad_id=0)
+                    model.rank_answers(
+                        states, question_mask, answer_ids, answer_mask, k=size.k, pad_id=0,
+                        chunk_size=DEFAULT_RANK_CHUNK,  # as the evaluator: no multi-GB spike of one call
+                    )  # fmt: skip
     report.stages.update(timer.stats())
     report.memory = timer.peak_memory()
     report.config = {
+        "rank_chunk_size": DEFAULT_RANK_CHUNK,
         "questions": size.questions,
         "answers": size.answers,
         "k": size.k,

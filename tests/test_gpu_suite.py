@@ -31,6 +31,7 @@ def test_vqa_ranking_part_times_both_precisions(tmp_path: Path) -> None:
     for stage in report.stages.values():
         assert stage.item == "question" and stage.num_batches == suite.SMOKE.iters and stage.items_per_s > 0
     assert report.config["k"] == suite.SMOKE.k and report.environment.device == "cpu"
+    assert report.config["rank_chunk_size"] == 2048  # chunked as the evaluator ranks, not one huge call
 
 
 def test_the_full_suite_targets_the_base_preset_at_384_px() -> None:
