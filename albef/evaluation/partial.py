@@ -65,3 +65,46 @@ class PartialScores:
         """Remove the file once the evaluation is complete."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+@dataclass
+class PartialAnswers:
+    """The answers one rank has given so far in a VQA evaluation, saved every ``every`` batches.
+
+    The loader is ordered, so a resumed evaluation skips the batches already answered (the sampler starts at
+    the next one) and gives every later batch exactly as an uninterrupted run would.
+    """
+
+    path: Path
+    key: str
+    every: int
+    resume: bool = False
+    resumed_questions: int = 0
+    """How many answers the file held when the evaluation started."""
+
+    def load(self) -> tuple[int, list[tuple[int, str]]]:
+        """``(batches done, their (question_id, answer) pairs)``; ``(0, [])`` when starting from zero."""
+        if not self.resume or not self.path.is_file():
+            return 0, []
+        saved = torch_load_safe(self.path)
+        if saved.get("key") != self.key:
+            raise ConfigError(
+                f"{self.path} holds the partial answers of another evaluation (other checkpoint, split or "
+                "ranking); run without --resume to start again"
+            )
+        pairs = [
+            (int(q), str(a)) for q, a in zip(saved["question_ids"].tolist(), saved["answers"], strict=True)
+        ]
+        self.resumed_questions = len(pairs)
+        return int(saved["batches"]), pairs
+
+    def save(self, batches: int, pairs: list[tuple[int, str]]) -> None:
+        """Record the answers of the first ``batches`` batches."""
+        ids = torch.tensor([q for q, _ in pairs], dtype=torch.long)
+        payload = {"key": self.key, "batches": batches, "question_ids": ids, "answers": [a for _, a in pairs]}
+        atomic_torch_save(payload, self.path)
+
+    def clear(self) -> None:
+        """Remove the file once the evaluation is complete."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

@@ -28,19 +28,22 @@ from albef.data.collate import TextPolicy, VQABatch, VQACollator
 from albef.data.datasets import VQADataset
 from albef.data.errors import DataError
 from albef.data.formats_base import describe, load_json, top_level_object
-from albef.data.loaders import build_loader
+from albef.data.loaders import build_loader, set_epoch
 from albef.data.records import VQARecord
 from albef.data.tokenizer import TextTokenizer, TokenBatch
 from albef.data.transforms import build_test_transform
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
-from albef.evaluation.bootstrap import percent_metric
+from albef.evaluation.partial import PartialAnswers
 from albef.evaluation.vqa_eval import (
+    ANSWER_TYPE,
+    QUESTION_TYPE,
     GroundTruth,
     QuestionIdMismatchError,
     Rounding,
     VQAAccuracy,
+    accuracy_metrics,
     check_question_ids,
     vqa_accuracy,
 )
@@ -48,16 +51,12 @@ from albef.fileio import atomic_write
 from albef.models.vqa import ALBEFVQA, AnswerScoring
 from albef.progress import track
 from albef.reporting.measure import StageTimer
-from albef.reporting.schema import Metric
 
 DEFAULT_K = 128
 """Candidates re-scored per question (the official ``k_test``)."""
 
 DEFAULT_RANK_CHUNK = 2048
 """Most (question, candidate) rows per teacher-forced decoder call: 16 questions x 128 candidates."""
-
-QUESTION_TYPE = "question_type"
-ANSWER_TYPE = "answer_type"
 
 
 class ConflictingAnswersError(ValueError):
@@ -189,21 +188,6 @@ def ground_truth_of(records: Sequence[VQARecord]) -> list[GroundTruth] | None:
     return truths if truths and len(truths) == len(records) else None
 
 
-def accuracy_metrics(accuracy: VQAAccuracy, truths: Sequence[GroundTruth]) -> dict[str, Metric]:
-    """``overall`` plus ``answer_type/<t>`` and ``question_type/<t>`` metrics (grouped), in percent: the
-    official rounded values, each with its question count and a bootstrap interval over its questions."""
-    scores = accuracy.per_question
-    metrics = {"overall": percent_metric([scores[t.question_id] for t in truths], accuracy.overall)}
-    for group, values, type_of in (
-        (ANSWER_TYPE, accuracy.per_answer_type, lambda t: t.answer_type),
-        (QUESTION_TYPE, accuracy.per_question_type, lambda t: t.question_type),
-    ):
-        for name, value in values.items():
-            members = [scores[t.question_id] for t in truths if type_of(t) == name]
-            metrics[f"{group}/{name}"] = percent_metric(members, value, group)
-    return metrics
-
-
 # -- the evaluator ------------------------------------------------------------------------------------------
 @dataclass
 class VQASplit:
@@ -285,6 +269,8 @@ class VQAEvaluator(Evaluator):
         self.options = loader
         self.ranking = ranking or RankingOptions()
         self.rounding = rounding
+        self.partial: PartialAnswers | None = None
+        """Where the answers are saved as they come (``--resume`` continues from them)."""
 
     def _loader(self) -> torch.utils.data.DataLoader[Any]:
         dataset = VQADataset(
@@ -295,32 +281,31 @@ class VQAEvaluator(Evaluator):
             source=self.split.source,
             bad_images=self.options.bad_images,
         )
-        world = self.options.world
-        collate = VQACollator(self.tokenizer, TextPolicy(max_length=None))
+        world, collate = self.options.world, VQACollator(self.tokenizer, TextPolicy(max_length=None))
         return build_loader(
-            dataset,
-            self.options.batch_size,
-            collate,
-            train=False,
-            num_workers=self.options.num_workers,
-            rank=world.rank,
-            world_size=world.world_size,
-        )
+            dataset, self.options.batch_size, collate, train=False, num_workers=self.options.num_workers,
+            rank=world.rank, world_size=world.world_size,
+        )  # fmt: skip
 
     @torch.inference_mode()
     def answer_questions(self, model: ALBEFVQA, timer: StageTimer) -> list[tuple[int, str]]:
         """``(question_id, best answer)`` for this rank's shard, timing ``question_encode`` and ``answer_ranking``."""
         device = self.precision.device
         answers = self.tokenizer.encode_answers(self.split.answer_list).to(device)
-        pairs: list[tuple[int, str]] = []
         loader = self._loader()
-        for batch in track(loader, total=len(loader), desc="VQA answer ranking"):
+        done, pairs = self.partial.load() if self.partial is not None else (0, [])
+        set_epoch(loader, 0, start_batch=done)  # after a resume: the batches not answered yet
+        for n, batch in enumerate(
+            track(loader, total=len(loader), desc="VQA answer ranking"), start=done + 1
+        ):
             batch = batch.to(device)
             ranked_ids = self.rank_batch(model, batch, answers, timer)
             pairs += [
                 (int(q), self.split.answer_list[int(i)])
                 for q, i in zip(batch.question_id, ranked_ids, strict=True)
             ]
+            if self.partial is not None and n % self.partial.every == 0:
+                self.partial.save(n, pairs)
         return pairs
 
     def rank_batch(
@@ -392,6 +377,9 @@ class VQAEvaluator(Evaluator):
             "answer_list_size": len(self.split.answer_list),
             "rank_chunk_size": self.ranking.chunk_size,
         }
+        if self.partial is not None:  # complete: the saved answers are no longer needed
+            extra["resumed_questions"] = self.partial.resumed_questions
+            self.partial.clear()
         if accuracy is not None:
             extra["vqa_accuracy"] = accuracy.official_dict()
             extra["untyped_questions"] = accuracy.untyped

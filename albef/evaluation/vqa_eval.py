@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from albef.evaluation.bootstrap import percent_metric
+from albef.reporting.schema import Metric
+
 Rounding = Literal["python3", "python2"]
 """How exact ties are rounded (module docstring, step 4)."""
 ROUNDINGS: tuple[Rounding, ...] = ("python3", "python2")
@@ -310,3 +313,23 @@ def vqa_accuracy(
         untyped=max(untyped_q, untyped_a),
         rounding=rounding,
     )
+
+
+QUESTION_TYPE = "question_type"
+ANSWER_TYPE = "answer_type"
+"""The metric groups of the per-type accuracies."""
+
+
+def accuracy_metrics(accuracy: VQAAccuracy, truths: Sequence[GroundTruth]) -> dict[str, Metric]:
+    """``overall`` plus ``answer_type/<t>`` and ``question_type/<t>`` metrics (grouped), in percent: the
+    official rounded values, each with its question count and a bootstrap interval over its questions."""
+    scores = accuracy.per_question
+    metrics = {"overall": percent_metric([scores[t.question_id] for t in truths], accuracy.overall)}
+    for group, values, type_of in (
+        (ANSWER_TYPE, accuracy.per_answer_type, lambda t: t.answer_type),
+        (QUESTION_TYPE, accuracy.per_question_type, lambda t: t.question_type),
+    ):
+        for name, value in values.items():
+            members = [scores[t.question_id] for t in truths if type_of(t) == name]
+            metrics[f"{group}/{name}"] = percent_metric(members, value, group)
+    return metrics

@@ -12,8 +12,10 @@ released ``vqa.pth`` was trained before the 2022 fix, when the teacher ran but i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from albef.config.io import to_dict
 from albef.config.schema import ExperimentConfig
 from albef.data.collate import TextPolicy, VQABatch, VQACollator
 from albef.data.datasets import VQADataset
@@ -33,6 +36,7 @@ from albef.engine.precision import Precision
 from albef.engine.trainer import Objective
 from albef.errors import ConfigError
 from albef.evaluation.base import EvalResult
+from albef.evaluation.partial import PartialAnswers
 from albef.evaluation.vqa import (
     LoaderOptions,
     RankingOptions,
@@ -43,11 +47,14 @@ from albef.evaluation.vqa import (
     write_result_file,
 )
 from albef.models.vqa import ALBEFVQA
+from albef.reporting.environment import file_sha256
 from albef.tasks.base import TASKS, Option, Task
 from albef.tasks.data import data_path, train_transform
 
 IGNORE = -100
 SELECT_METRIC = "overall"
+SAVE_EVERY = 5000
+"""Questions answered between two saves of a resumable evaluation's answers."""
 SPLITS = ("test", "val")
 
 FINETUNE_DESCRIPTION = """\
@@ -282,6 +289,13 @@ class VQATask(Task):
         Option("--questions", "the matching VQA v2 questions file (checked)", metavar="Q.json"),
         *RANKING_OPTIONS,
         ROUNDING_OPTION,
+        Option(
+            "--resume",
+            "continue a killed evaluation from the answers it saved (<output-dir>/.partial/); the result file "
+            "equals an uninterrupted run's",
+            switch=True,
+        ),
+        Option("--save-every", f"questions answered between two saves (default: {SAVE_EVERY})", type=int),
     )
     report_dataset = "vqa_v2"
 
@@ -296,11 +310,16 @@ class VQATask(Task):
         annotations: str | None = None,
         questions: str | None = None,
         rounding: str = "python3",
+        checkpoint: str | Path | None = None,
+        work_dir: Path | None = None,
+        resume: bool = False,
+        save_every: int | None = None,
         **unused: Any,
     ) -> VQAEvaluator:
         """Answer ranking (``k`` answers per question, default ``eval.k_test``) on ``val`` or ``test``, scored
-        when annotated (``annotations``, checked against ``questions``)."""
-        del unused  # options of the other steps (``checkpoint``, ``inactive_distill``)
+        when annotated (``annotations``, checked against ``questions``). With ``checkpoint`` and ``work_dir``
+        the answers are saved every ``save_every`` questions; ``resume`` continues from them."""
+        del unused  # options of the other steps (``inactive_distill``)
         if questions and not annotations:
             raise ConfigError("--questions only checks --annotations; give both")
         try:
@@ -310,6 +329,14 @@ class VQATask(Task):
         ranking = RankingOptions(k or self.cfg.eval.k_test, answer_scoring, rank_chunk_size)  # type: ignore[arg-type]
         evaluator = build_evaluator(self.cfg, chosen, self.tokenizer, precision, ranking, current_world())
         evaluator.rounding = rounding  # type: ignore[assignment]
+        if checkpoint is not None and work_dir is not None:
+            identity = [file_sha256(checkpoint), to_dict(self.cfg.model), chosen.source, asdict(ranking)]
+            key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+            every = max(1, (save_every or SAVE_EVERY) // self.cfg.data.batch_size_test)
+            path = work_dir / f"rank{current_world().rank}.pt"
+            evaluator.partial = PartialAnswers(path, key, every, resume)
+        elif resume:
+            raise ConfigError("--resume needs the evaluation of a --checkpoint file")
         return evaluator
 
     def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:

@@ -1,7 +1,7 @@
-"""Helper of ``test_resumable_eval``: ``albef evaluate ARGS`` that hangs after the re-rank's first save.
+"""Helper of ``test_resumable_eval``: ``albef evaluate ARGS`` that hangs after its first save of partial results.
 
-``python _rerank_hang.py READY evaluate retrieval ...``: once the partial results have been saved for the
-first time, touches READY and sleeps (the test SIGKILLs it there).
+``python _rerank_hang.py READY evaluate retrieval|vqa ...``: once the re-rank scores or the VQA answers have
+been saved for the first time, touches READY and sleeps (the test SIGKILLs it there).
 """
 
 from __future__ import annotations
@@ -9,20 +9,24 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from albef.cli.main import main
-from albef.evaluation.partial import PartialScores
+from albef.evaluation.partial import PartialAnswers, PartialScores
 
 READY = Path(sys.argv[1])
-_save = PartialScores.save
 
 
-def _save_then_hang(self: PartialScores, *args: object) -> None:
-    _save(self, *args)  # type: ignore[arg-type]
-    READY.touch()
-    time.sleep(600)
+def _then_hang(save: Any) -> Any:
+    def save_then_hang(self: Any, *args: Any) -> None:
+        save(self, *args)
+        READY.touch()
+        time.sleep(600)
+
+    return save_then_hang
 
 
 if __name__ == "__main__":
-    PartialScores.save = _save_then_hang  # type: ignore[method-assign]
+    PartialScores.save = _then_hang(PartialScores.save)  # type: ignore[method-assign]
+    PartialAnswers.save = _then_hang(PartialAnswers.save)  # type: ignore[method-assign]
     sys.exit(main(sys.argv[2:]))

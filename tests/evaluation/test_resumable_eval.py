@@ -1,5 +1,5 @@
-"""A retrieval evaluation killed during the re-rank continues with ``--resume`` from its saved partial results
-and gives exactly the score matrices and metrics of an uninterrupted run."""
+"""An evaluation killed part of the way continues with ``--resume`` from its saved partial results and gives
+exactly an uninterrupted run's results: retrieval (its re-rank scores) and VQA (its answers)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from albef.config import load_config
 from albef.evaluation.partial import PartialScores
+from albef.models import create_model
 from albef.reporting.schema import RunReport
 from tests.evaluation.test_retrieval_cli import STEM, checkpoint, evaluate, overrides, set_args, world
 
@@ -25,9 +27,13 @@ __all__ = ["checkpoint", "world"]  # the fixtures, shared with test_retrieval_cl
 
 
 def _kill_after_first_save(world: Path, weights: Path, out: Path, tmp_path: Path) -> None:
-    ready = tmp_path / "saved"
     argv = ["evaluate", "retrieval", "--checkpoint", str(weights), "--out", str(out), "--k", "8"]
-    argv += ["--save-every", EVERY, "--no-progress", *set_args(overrides(world))]
+    _kill_after_first_save_of([*argv, "--save-every", EVERY, *set_args(overrides(world))], tmp_path)
+
+
+def _kill_after_first_save_of(argv: list[str], tmp_path: Path) -> None:
+    ready = tmp_path / "saved"
+    argv = [*argv, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(HANG), str(ready), *argv], cwd=REPO_ROOT, env=env)
     try:
@@ -80,3 +86,38 @@ def test_partial_results_of_another_evaluation_are_refused(tmp_path: Path) -> No
         PartialScores(tmp_path / "rank0.pt", "key-b", resume=True).load(pairs)
     with pytest.raises(ValueError, match="partial results of another evaluation"):
         PartialScores(tmp_path / "rank0.pt", "key-a", resume=True).load(torch.arange(11))
+
+
+@pytest.fixture(scope="module")
+def vqa_checkpoint(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VQA checkpoint of the tiny test model (random weights, our layout)."""
+    torch.manual_seed(0)
+    model = create_model("vqa", load_config("synthetic_vqa", overrides(world)).model)
+    path = tmp_path_factory.mktemp("vqa-ckpt") / "vqa.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def test_sigkill_during_vqa_ranking_then_resume_gives_the_uninterrupted_answers(
+    world: Path, vqa_checkpoint: Path, tmp_path: Path
+) -> None:
+    def argv(out: Path) -> list[str]:
+        base = ["evaluate", "vqa", "--config", "synthetic_vqa", "--checkpoint", str(vqa_checkpoint)]
+        sets = set_args(overrides(world, "data.batch_size_test=4"))
+        return [*base, "--output-dir", str(out), "--k", "4", "--save-every", "4", *sets]
+
+    from albef.cli.main import main
+
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert main(argv(reference)) == 0
+    _kill_after_first_save_of(argv(run), tmp_path)  # killed after the first batch of 4 questions
+    assert (run / ".partial" / "vqa_test_report" / "rank0.pt").is_file()
+    assert main([*argv(run), "--resume"]) == 0
+    name = "vqa_result_test.json"
+    assert (run / name).read_bytes() == (reference / name).read_bytes()  # every answer the same
+    resumed, uninterrupted = (RunReport.load(d / "vqa_test_report.json") for d in (run, reference))
+    assert resumed.extra["resumed_questions"] == 4 and uninterrupted.extra["resumed_questions"] == 0
+    assert {k: m.value for k, m in resumed.metrics.items()} == {
+        k: m.value for k, m in uninterrupted.metrics.items()
+    }
+    assert not list((run / ".partial").rglob("*.pt"))
