@@ -6,6 +6,10 @@ thousand parameters (:data:`TINY_OVERRIDES`), so a step takes tens of millisecon
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +72,22 @@ def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
             assert_identical(x, y, f"{where}[{i}]")
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def sigkill_when_ready(proc: subprocess.Popen[bytes], ready: Path, what: str, timeout_s: float = 120) -> None:
+    """Wait until the process creates ``ready`` (it reached the point to be killed at), then SIGKILL it; fail
+    with its stderr if it ends before, and never leave it running."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready.exists():
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode() if proc.stderr else ""
+                pytest.fail(f"the process ended (rc {proc.returncode}) before {what}:\n{stderr[-3000:]}")
+            assert time.monotonic() < deadline, f"the process never reached {what}"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

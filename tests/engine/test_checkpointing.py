@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 from albef.engine import checkpointing as ckpt
 from albef.errors import CheckpointError
 from albef.fileio import atomic_torch_save
+from tests.engine import sigkill_when_ready
 
 HELPER = Path(__file__).with_name("_hang_in_fsync.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -106,18 +105,7 @@ def test_sigkill_during_a_checkpoint_write(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, "the writer exited before hanging in fsync"
-            assert time.monotonic() < deadline, "the writer never reached fsync"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    sigkill_when_ready(proc, ready, "fsync of the checkpoint", timeout_s=60)
     partial = [p for p in directory.iterdir() if p.name.startswith(f".{target.name}.") and p.suffix == ".tmp"]
     assert len(partial) == 1 and partial[0].stat().st_size > 1_000_000  # killed mid-write
     assert not target.exists()

@@ -8,10 +8,8 @@ gather adds with atomics), so the end-to-end tests use the synthetic preset's ow
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from albef.engine.determinism import (
     explain_nondeterministic_op,
     wants_determinism,
 )
-from tests.engine import assert_identical, small_world
+from tests.engine import assert_identical, sigkill_when_ready, small_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANG_HELPER = Path(__file__).with_name("_pretrain_hang.py")
@@ -75,22 +73,7 @@ def _run_until_killed(argv: list[str], hang_at: int, ready: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not ready.exists():
-            if proc.poll() is not None:
-                stderr = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(
-                    f"the run ended (rc {proc.returncode}) before step {hang_at + 1}:\n{stderr[-3000:]}"
-                )
-            assert time.monotonic() < deadline, "the run never reached the step to kill it at"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    sigkill_when_ready(proc, ready, f"step {hang_at + 1}", timeout_s=180)
     ready.unlink()
 
 

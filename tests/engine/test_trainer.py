@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from albef.engine.precision import resolve_precision
 from albef.engine.trainer import NonFiniteLossError, Trainer
 from albef.tasks.pretrain import PretrainObjective
 from albef.workflows.train import train
-from tests.engine import TINY_OVERRIDES, assert_identical, pretrain_argv, small_world
+from tests.engine import TINY_OVERRIDES, assert_identical, pretrain_argv, sigkill_when_ready, small_world
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANG_HELPER = Path(__file__).with_name("_pretrain_hang.py")
@@ -76,22 +75,7 @@ def _kill_when_hanging(argv: list[str], hang_at: int, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            if proc.poll() is not None:
-                stderr = proc.stderr.read().decode() if proc.stderr else ""
-                pytest.fail(
-                    f"the run ended (rc {proc.returncode}) before step {hang_at + 1}:\n{stderr[-3000:]}"
-                )
-            assert time.monotonic() < deadline, "the run never reached the step to kill it at"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    sigkill_when_ready(proc, ready, f"step {hang_at + 1}")
 
 
 def test_sigkill_mid_epoch_then_resume_auto_is_bit_identical(

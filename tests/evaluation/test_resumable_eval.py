@@ -4,20 +4,25 @@ exactly an uninterrupted run's results: retrieval (its re-rank scores) and VQA (
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from albef.config import load_config
 from albef.evaluation.partial import PartialScores
-from albef.models import create_model
 from albef.reporting.schema import RunReport
-from tests.evaluation.test_retrieval_cli import STEM, checkpoint, evaluate, overrides, set_args, world
+from tests.engine import sigkill_when_ready
+from tests.evaluation.test_retrieval_cli import (
+    STEM,
+    checkpoint,
+    evaluate,
+    overrides,
+    random_checkpoint,
+    set_args,
+    world,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANG = Path(__file__).with_name("_rerank_hang.py")
@@ -35,19 +40,9 @@ def _kill_after_first_save_of(argv: list[str], tmp_path: Path) -> None:
     ready = tmp_path / "saved"
     argv = [*argv, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(HANG), str(ready), *argv], cwd=REPO_ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert proc.poll() is None, f"the evaluation ended (rc {proc.returncode}) before its first save"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, str(HANG), str(ready), *argv]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
+    sigkill_when_ready(proc, ready, "its first save of partial results")
 
 
 def test_sigkill_during_the_rerank_then_resume_gives_the_uninterrupted_result(
@@ -91,11 +86,7 @@ def test_partial_results_of_another_evaluation_are_refused(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def vqa_checkpoint(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A VQA checkpoint of the tiny test model (random weights, our layout)."""
-    torch.manual_seed(0)
-    model = create_model("vqa", load_config("synthetic_vqa", overrides(world)).model)
-    path = tmp_path_factory.mktemp("vqa-ckpt") / "vqa.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return random_checkpoint("vqa", world, tmp_path_factory.mktemp("vqa-ckpt") / "vqa.pt")
 
 
 def test_sigkill_during_vqa_ranking_then_resume_gives_the_uninterrupted_answers(

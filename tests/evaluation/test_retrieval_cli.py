@@ -35,14 +35,18 @@ def set_args(values: list[str]) -> list[str]:
     return [arg for value in values for arg in ("--set", value)]
 
 
+def random_checkpoint(task: str, world: Path, path: Path) -> Path:
+    """A ``task`` checkpoint of the tiny test model (seeded random weights, our layout) at ``path``."""
+    torch.manual_seed(0)
+    model = create_model(task, load_config(f"synthetic_{task}", overrides(world)).model)
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoint(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A retrieval checkpoint of the tiny test model (random weights, our layout)."""
-    torch.manual_seed(0)
-    model = create_model("retrieval", load_config("synthetic_retrieval", overrides(world)).model)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+    return random_checkpoint("retrieval", world, tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 def evaluate(world: Path, checkpoint: Path | str, out: Path, *extra: str) -> int:
