@@ -15,7 +15,8 @@ from typing import Any
 from albef.cli import score
 from albef.cli.config_cmd import add_config_arguments
 from albef.cli.outputs import add_output_arguments
-from albef.cli.task_options import add_options, described_parser, option_values, task_classes
+from albef.cli.task_options import add_options, described_parser, option_values
+from albef.tasks import all_tasks
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = parser.add_subparsers(title="tasks", dest="task", metavar="<task>", required=True)
-    for name, task in task_classes():
+    for name, task in all_tasks():
         if task.evaluate_description is None:
             continue
         sub = described_parser(tasks, name, task.help, task.evaluate_description)

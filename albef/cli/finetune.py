@@ -10,14 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from albef.cli.task_options import (
-    add_options,
-    described_parser,
-    option_overrides,
-    option_values,
-    task_classes,
-)
+from albef.cli.task_options import add_options, described_parser, option_overrides, option_values
 from albef.cli.train import add_train_arguments, resolve_config
+from albef.tasks import all_tasks
 
 
 def register(subparsers: Any) -> None:
@@ -32,7 +27,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tasks = parser.add_subparsers(title="tasks", dest="task", metavar="<task>", required=True)
-    for name, task in task_classes():
+    for name, task in all_tasks():
         if task.finetune_description is None:
             continue
         sub = described_parser(tasks, name, task.help, task.finetune_description)

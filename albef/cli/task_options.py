@@ -6,13 +6,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from albef.tasks import TASKS, Option, Task, get_task
-
-
-def task_classes() -> list[tuple[str, type[Task]]]:
-    """Every registered task, in registration order (the order of ``--help``)."""
-    get_task("pretrain")  # importing the task modules registers them all
-    return [(name, TASKS.get(name)) for name in TASKS.names()]  # type: ignore[misc]
+from albef.tasks import Option
 
 
 def described_parser(subparsers: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:

@@ -32,13 +32,23 @@ def utc_now_iso() -> str:
     return now.isoformat().replace("+00:00", "Z")
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}
+"""Digests already computed in this process, by (resolved path, size, modification time)."""
+
+
 def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    """Hex SHA-256 of a file's content, read in chunks so that multi-GB checkpoints fit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex SHA-256 of a file's content, read in chunks so that multi-GB checkpoints fit in memory. A file
+    hashed before in this process and unchanged since (same size and modification time) is not read again:
+    an evaluation names its checkpoint in the feature-cache key, the resume key and the report."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+                digest.update(chunk)
+        _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def package_version(name: str) -> str:

@@ -2,7 +2,7 @@
 
 from albef.tasks.base import TASKS, Option, Task
 
-__all__ = ["TASKS", "TASK_MODULES", "Option", "Task", "get_task"]
+__all__ = ["TASKS", "TASK_MODULES", "Option", "Task", "all_tasks", "get_task"]
 
 TASK_MODULES = (
     "albef.tasks.pretrain",
@@ -14,10 +14,16 @@ TASK_MODULES = (
 """Modules whose import registers their tasks in :data:`TASKS`."""
 
 
-def get_task(name: str) -> type[Task]:
-    """The task class registered as ``name`` (importing the task modules registers them)."""
+def all_tasks() -> list[tuple[str, type[Task]]]:
+    """Every registered task, by name (importing the task modules registers them)."""
     import importlib
 
     for module in TASK_MODULES:
         importlib.import_module(module)
+    return [(name, TASKS.get(name)) for name in TASKS.names()]  # type: ignore[misc]
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``."""
+    all_tasks()
     return TASKS.get(name)  # type: ignore[return-value]

@@ -67,7 +67,7 @@ def finetune(
     resume: str | None = None,
     show_progress: bool = True,
     initial: str | None = None,
-    dataset: str | None = None,
+    dataset: str,
 ) -> Finetuned:
     """Train ``cfg.task``, reload its best epoch, write ``<task>_train_report.json`` (rank 0).
 
@@ -77,7 +77,7 @@ def finetune(
         resume: ``--resume`` (``auto`` or a path).
         show_progress: Progress bars on rank 0.
         initial: The weights actually loaded at the start, when they differ from ``checkpoint``.
-        dataset: The dataset the report names (default: the task's).
+        dataset: The dataset the report names (the task's ``dataset_name()``).
     """
     start, tic = utc_now_iso(), time.perf_counter()
     result, model, ctx = train(
@@ -88,7 +88,6 @@ def finetune(
         load_best(model, result.best_checkpoint)
     report = None
     if ctx.world.is_main:
-        dataset = dataset or build_task(cfg).dataset_name()
         report = training_report(cfg, result, ctx.precision, checkpoint, start, wall, dataset)
         write_report(report, Path(cfg.runtime.output_dir), f"{cfg.task}_train_report")
     return Finetuned(result, model, ctx, result.best_checkpoint or result.checkpoint, report)
