@@ -42,7 +42,7 @@ from torch import Tensor
 
 from albef.config.io import to_dict
 from albef.data.text import pre_caption
-from albef.evaluation.memory_plan import FusionDims, plan_memory
+from albef.evaluation.memory_plan import FusionDims, call_budget, plan_memory
 from albef.evaluation.metrics import topk_candidates
 from albef.evaluation.rerank import Direction, PairScorer, one_query_rerank, query_pairs
 from albef.models.albef import ALBEFRetrieval
@@ -120,14 +120,12 @@ def run_direction(
     """Time both re-rankers on one direction's queries; their samples, scores and the fusion call count."""
     device = next(model.parameters()).device
     rows = torch.arange(candidates.shape[0])
+    budget_mb, max_pairs = call_budget(device)
     plan = plan_memory(
-        FusionDims.of(model), args.images, len(f["text_mask"]), f["image_embeds"].shape[1], args.k
-    )
-    # The baseline runs where the model is; ours reads its features from where --features keeps them.
-    kept = {
-        name: f[name] if args.features == "device" else f[name].cpu()
-        for name in ("image_embeds", "text_states", "text_mask")
-    }
+        FusionDims.of(model), args.images, len(f["text_mask"]), f["image_embeds"].shape[1], args.k,
+        budget_mb=budget_mb, max_pairs=max_pairs,
+    )  # fmt: skip
+    # The baseline runs where the model is; ours keeps its features where --features says (its residency).
     on_device = {name: f[name].to(device) for name in ("image_embeds", "text_states", "text_mask")}
     samples: dict[str, list[float]] = {"baseline": [], "ours": []}
     scores: dict[str, Tensor] = {}
@@ -144,8 +142,8 @@ def run_direction(
         samples["baseline"].append(seconds)
         # A fresh scorer each repeat: its per-text precomputation is part of the timed work.
         scorer = PairScorer(
-            model, kept["image_embeds"], kept["text_states"], kept["text_mask"], device,
-            pairs_per_call=plan.pairs_per_call,
+            model, f["image_embeds"], f["text_states"], f["text_mask"], device,
+            pairs_per_call=plan.pairs_per_call, residency=args.features,
         )  # fmt: skip
         image_idx, text_idx = query_pairs(direction, rows, candidates)
         seconds, flat = timed(lambda: scorer.score(image_idx, text_idx), device)  # noqa: B023
@@ -240,7 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--features",
         choices=("host", "device"),
         default="host",
-        help="where our re-ranker keeps the features (host: moved per call, as the evaluator does)",
+        help="where our re-ranker keeps the features: host (each call's rows copied on a side stream) or "
+        "device (copied once; what the evaluator does when they fit)",
     )
     parser.add_argument("--image-res", type=int, help="image resolution (default: the preset's)")
     parser.add_argument("--images", type=int, default=64, help="images in the set")

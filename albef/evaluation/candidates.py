@@ -39,10 +39,12 @@ class Candidates:
 
 
 def select_candidates(sims: Tensor, k: int, world: World, timer: StageTimer) -> Candidates:
-    """The top ``k`` candidates of this rank's image queries (rows of ``sims``) and text queries (columns)."""
+    """The top ``k`` candidates of this rank's image queries (rows of ``sims``) and text queries (columns),
+    sorted where ``sims`` is (the device) and returned in host memory, where the re-rank plans its calls."""
     rows, candidates, itc = {}, {}, {}
     for direction, matrix in (("i2t", sims), ("t2i", sims.T)):
         rows[direction] = shard_rows(matrix.shape[0], world)
         with timer.stage("topk", items=max(1, rows[direction].shape[0]), item="query"):
-            itc[direction], candidates[direction] = topk_candidates(matrix[rows[direction]], k)
+            values, indices = topk_candidates(matrix[rows[direction].to(sims.device)], k)
+        itc[direction], candidates[direction] = values.cpu(), indices.cpu()
     return Candidates(rows, candidates, itc)

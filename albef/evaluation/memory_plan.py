@@ -29,11 +29,33 @@ FEATURE_DTYPES: dict[str, torch.dtype] = {
 """How image tokens and text states may be stored between encoding and re-ranking."""
 DEFAULT_BUDGET_MB = 1024
 """Default memory budget of one fusion call."""
+CUDA_BUDGET_SHARE = 0.25
+"""On CUDA the default budget of one fusion call is this share of the device's free memory (within
+[:data:`DEFAULT_BUDGET_MB`, :data:`CUDA_BUDGET_MAX_MB`]): the CPU's 1 GiB would cut an H100's calls small."""
+CUDA_BUDGET_MAX_MB = 16 * 1024
+"""Largest default budget of one fusion call on CUDA."""
+CUDA_MAX_PAIRS_PER_CALL = 8192
+"""Default cap on the pairs of one fusion call on CUDA (a GPU has no cache to fall out of; fewer, larger calls
+launch fewer kernels)."""
 MAX_PAIRS_PER_CALL = 1024
 """Cap on the pairs of one fusion call, whatever the budget. With small models the budget allows far more, but
 larger calls stop paying: at the tiny preset on one CPU thread, 1,024 pairs per call re-rank as fast as 512
 (image->text 10 % faster, one call instead of two) and 2,048 are 20 % slower text->image (activations leave
 the caches). With the base preset the 1 GiB budget binds first (293 pairs at 256 px, 151 at 384 px)."""
+
+
+def call_budget(
+    device: torch.device, budget_mb: float | None = None, max_pairs: int | None = None
+) -> tuple[float, int]:
+    """The budget (MiB) and pair cap of one fusion call: as given, else the device's defaults (CPU:
+    :data:`DEFAULT_BUDGET_MB` and :data:`MAX_PAIRS_PER_CALL`; CUDA: a share of the free memory and
+    :data:`CUDA_MAX_PAIRS_PER_CALL`)."""
+    if device.type != "cuda":
+        return budget_mb or DEFAULT_BUDGET_MB, max_pairs or MAX_PAIRS_PER_CALL
+    if budget_mb is None:
+        free_mib = torch.cuda.mem_get_info(device)[0] / 2**20
+        budget_mb = min(CUDA_BUDGET_MAX_MB, max(DEFAULT_BUDGET_MB, CUDA_BUDGET_SHARE * free_mib))
+    return budget_mb, max_pairs or CUDA_MAX_PAIRS_PER_CALL
 
 
 @dataclass(frozen=True)

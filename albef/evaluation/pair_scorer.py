@@ -17,7 +17,7 @@ an exactly zero attention weight (the -10000 mask underflows ``exp``), and the a
 batch-invariant. The kernels do round differently for very small shapes, so the scorer never gives them
 one: query blocks of 1-3 rows, key rows shorter than a vector of 16 floats, matrix products of fewer than 16
 rows (:data:`~albef.evaluation.rerank_layout.MIN_ROWS`, :data:`~albef.evaluation.rerank_layout.MIN_KEYS`,
-:data:`MIN_CALL_PAIRS`); padding rows and keys (zero rows, masked
+:data:`~albef.evaluation.rerank_layout.MIN_CALL_PAIRS`); padding rows and keys (zero rows, masked
 keys) are how a bucket meets them. With that, in float32 on CPU, the scores
 equal those of :func:`~albef.evaluation.rerank.one_query_rerank` **bit for bit**, with 1 or 2 threads and any call size (tests and
 ``benchmarks/bench_rerank.py`` check it), as long as k >= 16: with fewer candidates the official loop's own
@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from albef.evaluation.rerank_layout import MIN_ROWS, Bucket, CallLayout
+from albef.evaluation.rerank_layout import MIN_CALL_PAIRS, MIN_ROWS, Bucket, CallLayout, CallPlan, plan_calls
+from albef.evaluation.rerank_store import RerankFeatures
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import BertLayer, MultiHeadAttention, padding_mask
 from albef.progress import track
@@ -44,9 +45,8 @@ from albef.reporting.measure import StageTimer
 SDPA_BLOCK_ROWS = 32
 """The smallest query block of PyTorch's CPU flash attention (32, 64 or 256 rows by query length): a query of
 at most this many rows is a single block."""
-MIN_CALL_PAIRS = 16
-"""Fewest pairs a call is cut down to: MKL's multi-threaded sgemm changes its summation order for matrices
-of fewer than 12 rows (not a multiple of 4), which would make the [CLS]-row products differ in the last bit."""
+PLAN_BLOCK = 65_536
+"""Pairs planned at a time: their plans take some 30 MB of host and device memory at COCO's text lengths."""
 
 
 def attend(module: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
@@ -85,16 +85,25 @@ def project_images(weights: tuple[Tensor, Tensor], tokens: Tensor) -> Tensor:
 class PairScorer:
     """ITM match logits of arbitrary (image, text) pairs, batched with the shared work done once.
 
+    :meth:`score` works in three phases. Setup: each text's first-fusion-layer self-attention (once per text)
+    and the host-side plan of a block of calls (:func:`~albef.evaluation.rerank_layout.plan_calls`), copied to
+    the device whole. Then the calls, with no host synchronisation: each gathers its rows on the device (or
+    has them copied from pinned host memory on a side stream, ``residency="host"``), runs the fusion layers and
+    writes its logits into a device buffer with ``index_copy_``. Last, one copy of the scores to the host.
+
     Args:
         model: The model (eval mode); its fusion layers follow ``fusion_layer`` in ``text_encoder``.
-        image_embeds: Image tokens (N_i, S, Dv), any float dtype, any device (moved per call).
-        text_states: Text-mode states (N_t, L, H) (moved per call).
+        image_embeds: Image tokens (N_i, S, Dv), any float dtype, any device.
+        text_states: Text-mode states (N_t, L, H).
         text_mask: (N_t, L) prefix masks: every text is its first ``length`` tokens, [CLS] first.
         device: Where the fusion runs.
         autocast: Returns the autocast context of the run's precision.
-        pairs_per_call: Pairs per fusion call (see :func:`albef.evaluation.retrieval.plan_memory`).
+        pairs_per_call: Pairs per fusion call (see :func:`albef.evaluation.memory_plan.plan_memory`).
         text_batch: Texts per call when the first fusion layer's self-attention is precomputed.
-        timer: Times each fusion call as a stage ``itm_rerank`` (items: pairs).
+        timer: Times each fusion call as a stage ``itm_rerank`` (items: pairs), without synchronising.
+        residency: ``device`` (features copied to the device once) or ``host`` (staged per call), see
+            :mod:`albef.evaluation.rerank_store`.
+        plan_block: Pairs planned at a time (bounds the memory of the plans).
     """
 
     def __init__(
@@ -108,24 +117,28 @@ class PairScorer:
         pairs_per_call: int = 512,
         text_batch: int = 256,
         timer: StageTimer | None = None,
+        residency: str = "device",
+        plan_block: int = PLAN_BLOCK,
     ) -> None:
         if pairs_per_call < 1:
             raise ValueError(f"pairs_per_call must be >= 1, got {pairs_per_call}")
-        lengths = text_mask.sum(dim=1, keepdim=True)
-        prefix = torch.arange(text_mask.shape[1], device=text_mask.device) < lengths
+        text_mask = text_mask.cpu()
+        lengths = text_mask.sum(dim=1)
+        prefix = torch.arange(text_mask.shape[1]) < lengths[:, None]
         if not bool((lengths > 0).all()) or not torch.equal(text_mask.bool(), prefix):
             raise ValueError(
                 "text masks must be prefixes (the first tokens real, padding after) and non-empty"
             )
         self.model = model
-        self.image_embeds = image_embeds
         self.text_states = text_states
         self.text_mask = text_mask
+        self.lengths = lengths
         self.device = device
         self.autocast = autocast
         self.pairs_per_call = pairs_per_call
         self.text_batch = text_batch
         self.timer = timer
+        self.plan_block = plan_block
         encoder = model.text_encoder
         self.layers: list[BertLayer] = list(encoder.encoder.layer[encoder.fusion_layer :])  # type: ignore[arg-type]
         self.calls = 0
@@ -138,71 +151,75 @@ class PairScorer:
             self._qkv.append(own.stacked("query", "key", "value"))
             self._kv.append(own.stacked("key", "value"))
             self._cross_kv.append(cross.self.stacked("key", "value"))
-        self._prepared = torch.empty(0)
+        # The texts' states after the first fusion layer's self-attention, filled in as texts are needed.
+        home = device if residency == "device" else torch.device("cpu")
+        self._prepared = torch.empty(text_states.shape, dtype=text_states.dtype, device=home)
         self._ready = torch.zeros(text_states.shape[0], dtype=torch.bool)
+        flat = self._prepared.view(-1, self._prepared.shape[-1])
+        self.features = RerankFeatures(image_embeds, flat, device, residency)
 
     @torch.inference_mode()
     def _prepare(self, text_idx: Tensor) -> None:
         """The first fusion layer's self-attention block on the texts not done yet (it does not depend on
         the image, so each text needs it once)."""
-        if not self._prepared.numel():
-            self._prepared = torch.empty_like(self.text_states)
         todo = text_idx.unique()
         todo = todo[~self._ready[todo]]
         layer = self.layers[0]
         for start in range(0, todo.shape[0], self.text_batch):
             rows = todo[start : start + self.text_batch]
-            states = self.text_states[rows].to(self.device, torch.float32)
+            states = self.text_states[rows.to(self.text_states.device)].to(self.device, torch.float32)
             mask = padding_mask(self.text_mask[rows].to(self.device), states.dtype)
             with self.autocast():
                 block = layer.attention(states, states, mask)
-            self._prepared[rows] = block.to(self._prepared.device, self._prepared.dtype)
+            self._prepared[rows.to(self._prepared.device)] = block.to(
+                self._prepared.device, self._prepared.dtype
+            )
         self._ready[todo] = True
 
     @torch.inference_mode()
     def score(self, image_idx: Tensor, text_idx: Tensor) -> Tensor:
         """Match logits (P,) of the pairs ``(image_idx[p], text_idx[p])``, in the given order (float32, CPU)."""
+        return self.score_on_device(image_idx, text_idx).cpu()
+
+    @torch.inference_mode()
+    def score_on_device(self, image_idx: Tensor, text_idx: Tensor) -> Tensor:
+        """:meth:`score`, the result left on the device (float32) and nothing waited for."""
+        image_idx, text_idx = image_idx.cpu(), text_idx.cpu()
         self._prepare(text_idx)
         order = torch.argsort(image_idx, stable=True)
-        out = torch.empty(image_idx.shape[0], dtype=torch.float32)
-        chunks = list(self._chunks(image_idx[order]))
-        for chunk in track(chunks, desc="ITM re-rank", unit="call"):
-            picked = order[chunk]
+        out = torch.empty(image_idx.shape[0], dtype=torch.float32, device=self.device)
+        blocks = range(0, order.shape[0], self.plan_block)
+        for start in track(blocks, total=len(blocks), desc="ITM re-rank", unit="block"):
+            picked = order[start : start + self.plan_block]
+            plans = plan_calls(
+                image_idx, text_idx, picked, self.lengths, self.text_mask.shape[1], self.pairs_per_call
+            )
+            self.run_calls([(plan, plan.to(self.device)) for plan in plans], out)
+        return out
+
+    def run_calls(self, plans: list[tuple[CallPlan, CallPlan]], out: Tensor) -> None:
+        """The fusion calls of planned ``(host, device)`` plans, scores into ``out``: no host synchronisation (the
+        next call's rows are staged before this call computes, so a copy from the host overlaps compute)."""
+        staged = self.features.stage(*plans[0]) if plans else None
+        for n, (_, plan) in enumerate(plans):
+            current = staged
+            if n + 1 < len(plans):
+                staged = self.features.stage(*plans[n + 1])
             stage = (
                 contextlib.nullcontext()
                 if self.timer is None
-                else self.timer.stage("itm_rerank", items=picked.shape[0], item="pair")
+                else self.timer.unsynced_stage("itm_rerank", items=plan.pairs, item="pair")
             )
             with stage:
-                out[picked] = self._score_call(image_idx[picked], text_idx[picked]).float().cpu()
-        return out
+                assert current is not None
+                tokens, states = current.ready()
+                out.index_copy_(0, plan.picked, self._score_call(plan.layout, tokens, states).float())
 
-    def _chunks(self, sorted_images: Tensor) -> Iterator[slice]:
-        """Calls of about equal size (at most ``pairs_per_call``, plus a tail too small to stand alone), cut
-        where the image changes unless that leaves a call of fewer than :data:`MIN_CALL_PAIRS` pairs."""
-        total, start = sorted_images.shape[0], 0
-        per_call = max(self.pairs_per_call, MIN_CALL_PAIRS)
-        size = math.ceil(total / max(1, math.ceil(total / per_call))) if total else 0
-        while start < total:
-            end = min(start + size, total)
-            if end < total and sorted_images[end - 1] == sorted_images[end]:
-                cut = start + int(torch.searchsorted(sorted_images[start:end], sorted_images[end - 1]))
-                end = cut if cut - start >= MIN_CALL_PAIRS else end
-            if total - end < MIN_CALL_PAIRS:
-                end = total
-            yield slice(start, end)
-            start = end
-
-    def _score_call(self, image_idx: Tensor, text_idx: Tensor) -> Tensor:
-        """One fusion call over pairs ordered by image -> match logits (P,)."""
+    def _score_call(self, layout: CallLayout, tokens: Tensor, hidden: Tensor) -> Tensor:
+        """One fusion call: image tokens (U, S, Dv) and the real text tokens (T, H) after the first layer's
+        self-attention, pairs ordered by image -> match logits (P,)."""
         self.calls += 1
-        distinct, counts = torch.unique_consecutive(image_idx, return_counts=True)
-        tokens = self.image_embeds[distinct].to(self.device, torch.float32)
-        layout = CallLayout.build(self.text_mask[text_idx].to(self.device), counts.to(self.device))
-        states = self._prepared[text_idx].to(self.device, torch.float32)
         with self.autocast():
-            # (T, H): the real tokens, after the first layer's self-attention
-            hidden = states.reshape(-1, states.shape[-1]).index_select(0, layout.flat)
             last = len(self.layers) - 1
             for n, layer in enumerate(self.layers):
                 if n == last:  # the ITM head reads the [CLS] row only

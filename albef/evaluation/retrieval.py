@@ -42,14 +42,7 @@ from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.candidates import Candidates, select_candidates, shard_rows
 from albef.evaluation.encode import RetrievalFeatures, encode_images, encode_split, encode_texts
 from albef.evaluation.feature_cache import FeatureCache
-from albef.evaluation.memory_plan import (
-    DEFAULT_BUDGET_MB,
-    FEATURE_DTYPES,
-    MAX_PAIRS_PER_CALL,
-    FusionDims,
-    MemoryPlan,
-    plan_memory,
-)
+from albef.evaluation.memory_plan import FEATURE_DTYPES, FusionDims, MemoryPlan, call_budget, plan_memory
 from albef.evaluation.metrics import (
     TieRule,
     chance_recall_at_1,
@@ -59,6 +52,7 @@ from albef.evaluation.metrics import (
 from albef.evaluation.pair_scorer import PairScorer
 from albef.evaluation.partial import PartialScores
 from albef.evaluation.rerank import Reranked, ScoreMode, dense_scores, rerank_candidates
+from albef.evaluation.rerank_store import RESIDENCIES, choose_residency
 from albef.evaluation.similarity import itc_similarity
 from albef.models.albef import ContrastiveALBEF
 from albef.reporting.measure import StageTimer
@@ -125,8 +119,11 @@ class RetrievalSettings:
         max_length: Token length texts are padded/truncated to.
         max_words: ``pre_caption`` word limit.
         feature_dtype: Storage of image tokens and text states (:data:`FEATURE_DTYPES`).
-        budget_mb: Memory budget of one fusion call (MiB).
-        max_pairs_per_call: Cap on the pairs of one fusion call.
+        budget_mb: Memory budget of one fusion call (MiB); ``None``: the device's default
+            (:func:`~albef.evaluation.memory_plan.call_budget`).
+        max_pairs_per_call: Cap on the pairs of one fusion call; ``None``: the device's default.
+        residency: Where the features stay while re-ranking: ``auto`` (on the device when they fit),
+            ``device`` or ``host`` (:mod:`~albef.evaluation.rerank_store`).
         num_workers: Image loader workers.
         ties: The tie rule of the ranks (:mod:`albef.evaluation.metrics`).
     """
@@ -140,8 +137,9 @@ class RetrievalSettings:
     max_length: int = 30
     max_words: int = 30
     feature_dtype: str = "fp32"
-    budget_mb: float = DEFAULT_BUDGET_MB
-    max_pairs_per_call: int = MAX_PAIRS_PER_CALL
+    budget_mb: float | None = None
+    max_pairs_per_call: int | None = None
+    residency: str = "auto"
     num_workers: int = 0
     ties: TieRule = "lower_index_first"
 
@@ -150,6 +148,8 @@ class RetrievalSettings:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.score not in ("itm", "itm+itc"):
             raise ValueError(f"score must be 'itm' or 'itm+itc', got {self.score!r}")
+        if self.residency not in RESIDENCIES:
+            raise ValueError(f"residency must be one of {', '.join(RESIDENCIES)}, got {self.residency!r}")
         if self.feature_dtype not in FEATURE_DTYPES:
             raise ValueError(
                 f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.feature_dtype!r}"
@@ -255,12 +255,13 @@ class RetrievalEvaluator(Evaluator):
         timer = StageTimer(self.precision.device)
         features, cache_status = self.features(model, timer)  # 1. encode (or the cache)
         n_img, n_txt = features.image_feat.shape[0], features.text_feat.shape[0]
-        sims = itc_similarity(features, timer)  # 2. ITC similarity
+        sims_on_device = itc_similarity(features, timer, self.precision.device)  # 2. ITC similarity
+        sims = sims_on_device.cpu()
         extra: dict[str, Any] = {"cache": cache_status, "world_size": self.world.world_size, **asdict(s)}
         if s.itc_only:
             scores_i2t, scores_t2i = sims, sims.T.contiguous()
         else:
-            chosen = select_candidates(sims, s.k, self.world, timer)  # 3. candidates
+            chosen = select_candidates(sims_on_device, s.k, self.world, timer)  # 3. candidates
             scores_i2t, scores_t2i = self._rerank(model, features, sims, chosen, timer, extra)  # 4. re-rank
         metrics = retrieval_metric_objects(scores_i2t, scores_t2i, self.split, s.ties)  # 5. metrics
         extra["chance"] = chance_recall_at_1(self.split)
@@ -291,18 +292,22 @@ class RetrievalEvaluator(Evaluator):
             raise ValueError(
                 "re-ranking needs the image tokens and text states (features were encoded ITC-only)"
             )
+        device = self.precision.device
+        budget_mb, max_pairs = call_budget(device, s.budget_mb, s.max_pairs_per_call)
         plan = plan_memory(
             FusionDims.of(model), sims.shape[0], sims.shape[1], features.image_embeds.shape[1], s.k, features.text_mask.shape[1],
-            s.feature_dtype, 2 if self.precision.autocast_dtype is not None else 4, s.budget_mb, s.max_pairs_per_call,
+            s.feature_dtype, 2 if self.precision.autocast_dtype is not None else 4, budget_mb, max_pairs,
         )  # fmt: skip
+        residency = choose_residency(plan, device, s.residency)
         scorer = PairScorer(
-            model, features.image_embeds, features.text_states, features.text_mask, self.precision.device,
-            self.precision.autocast, plan.pairs_per_call, s.text_batch_size, timer,
+            model, features.image_embeds, features.text_states, features.text_mask, device,
+            self.precision.autocast, plan.pairs_per_call, s.text_batch_size, timer, residency["mode"],
         )  # fmt: skip
         local = rerank_candidates(scorer, chosen, sims.shape[1], self.partial)
         parts: list[Reranked] = all_gather_object(local)
         extra.update(
             memory_plan=plan.as_dict(),
+            residency=residency,
             pairs_requested=sum(p.pairs_requested for p in parts),
             pairs_scored=sum(p.pairs_scored for p in parts),
             fusion_calls=scorer.calls,

@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -218,6 +219,16 @@ class _Record:
     samples_s: list[float] = field(default_factory=list)
     items: list[int] = field(default_factory=list)
     peak_mib: float | None = None
+    pending: list[tuple[Any, Any, int]] = field(default_factory=list)
+    """CUDA (start, end) event pairs and items of :meth:`StageTimer.unsynced_stage` calls not read yet."""
+
+    def resolve(self) -> None:
+        """Read the pending events' times into ``samples_s`` (waits for the last one to complete)."""
+        for start, end, items in self.pending:
+            end.synchronize()
+            self.samples_s.append(start.elapsed_time(end) / 1000.0)
+            self.items.append(items)
+        self.pending.clear()
 
 
 class StageTimer:
@@ -264,6 +275,25 @@ class StageTimer:
         if self.device.type == "cuda":
             record.peak_mib = max(record.peak_mib or 0.0, peak_memory(self.device).mib)
 
+    @contextlib.contextmanager
+    def unsynced_stage(self, name: str, items: int, *, item: str = "item") -> Iterator[None]:
+        """Time the block as one call of stage ``name`` without waiting for the device.
+
+        On CUDA two events are recorded on the current stream and read only when the statistics are asked for,
+        so a loop of such calls never blocks the host (the re-rank loop); on other devices it is
+        :meth:`stage`. Warm-up entries are not skipped and no per-call peak memory is kept.
+        """
+        if self.device.type != "cuda":
+            with self.stage(name, items, item=item):
+                yield
+            return
+        record = self._records.setdefault(name, _Record(item, None))
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        record.pending.append((start, end, items))
+
     def measure(
         self,
         name: str,
@@ -303,6 +333,7 @@ class StageTimer:
         if name not in self._records:
             raise KeyError(f"no stage {name!r}; timed: {', '.join(self._records) or 'none'}")
         rec = self._records[name]
+        rec.resolve()
         return stage_stats(
             rec.samples_s,
             rec.items,
@@ -315,7 +346,11 @@ class StageTimer:
 
     def stats(self) -> dict[str, StageStats]:
         """Every stage with at least one timed call, in first-entry order."""
-        return {name: self.stage_stats(name) for name, rec in self._records.items() if rec.samples_s}
+        return {
+            name: self.stage_stats(name)
+            for name, rec in self._records.items()
+            if rec.samples_s or rec.pending
+        }
 
     def peak_memory(self) -> PeakMemory:
         """Peak memory of the run so far (:func:`run_peak_memory`)."""

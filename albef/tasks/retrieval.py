@@ -124,7 +124,19 @@ class RetrievalTask(Task):
         Option(
             "--feature-dtype", "storage of image tokens", choices=("fp32", "bf16", "fp16"), default="fp32"
         ),
-        Option("--budget-mb", "memory budget of one fusion call in MiB", type=float),
+        Option(
+            "--budget-mb",
+            "memory budget of one fusion call in MiB (default: 1024 on a CPU, a quarter of the free memory "
+            "on a GPU)",
+            type=float,
+        ),
+        Option(
+            "--residency",
+            "where image tokens and text states stay while re-ranking: on the device when they fit (auto), "
+            "on the device, or in host memory with each call's rows copied on a side stream",
+            choices=("auto", "device", "host"),
+            default="auto",
+        ),
         Option("--cache-dir", "cache the encoded features here, keyed by checkpoint and data"),
         Option("--save-scores", "also save the two score matrices (<report>-scores.pt)", switch=True),
         Option(

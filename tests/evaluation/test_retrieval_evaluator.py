@@ -86,6 +86,17 @@ def test_evaluator_equals_the_official_pipeline(
     assert result.values() == retrieval_metrics(expected[0], expected[1], split.img2txt, split.txt2img)
 
 
+def test_host_residency_gives_the_device_resident_evaluation(
+    cfg: ExperimentConfig, split: RetrievalEvalSet, model: ALBEFRetrieval, result: Any
+) -> None:
+    """Features staged from host memory per call (``--residency host``): the same matrices and metrics."""
+    staged = evaluator(cfg, split, settings={"residency": "host"}).run(model)
+    assert result.extra["residency"]["mode"] == "device" and staged.extra["residency"]["mode"] == "host"
+    for key in ("scores_i2t", "scores_t2i", "itc"):
+        assert torch.equal(staged.outputs[key], result.outputs[key])
+    assert staged.values() == result.values()
+
+
 def test_result_carries_metrics_stages_and_plan(split: RetrievalEvalSet, result: Any) -> None:
     report = result.to_report(task="retrieval", dataset="synthetic", split="test")
     assert [k for k in report.metrics if report.metrics[k].unit == "%"] == list(OFFICIAL_KEYS)
