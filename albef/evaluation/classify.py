@@ -23,6 +23,7 @@ from albef.data.formats import nlvr_consistency_groups
 from albef.data.records import VE_LABELS
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
+from albef.engine.transfer import to_device
 from albef.evaluation.base import EvalResult, Evaluator
 from albef.evaluation.bootstrap import percent_metric
 from albef.evaluation.nlvr_eval import accuracy, per_class_accuracy, score_nlvr
@@ -98,24 +99,29 @@ class ClassificationEvaluator(Evaluator):
         """Logits (B, C) of one batch."""
 
     def predict(self, model: nn.Module, timer: StageTimer) -> Predictions:
-        """Run ``model`` over the loader (eval mode, inference mode); its previous mode is restored."""
-        n = self.labels.shape[0]
-        logits = torch.zeros(n, self.num_classes)
-        classes = torch.full((n,), NO_PREDICTION, dtype=torch.long)
+        """Run ``model`` over the loader (eval mode, inference mode); its previous mode is restored.
+
+        The logits of every batch are written into a buffer on the device, which comes back to the host once
+        at the end: the loop never waits for the device.
+        """
+        n, device = self.labels.shape[0], self.precision.device
+        logits = torch.zeros(n, self.num_classes, device=device)
+        done = torch.zeros(n, dtype=torch.bool, device=device)
         was_training, position = model.training, self.start
         model.eval()
         try:
             with torch.inference_mode(), self.precision.autocast():
                 for batch in track(self.loader, total=len(self.loader), desc=f"classify {self.item}s"):
                     positions, position = kept_positions(position, batch)
-                    batch = batch.to(self.precision.device, non_blocking=True)
-                    with timer.stage("classify", items=len(batch), item=self.item):
-                        out = self.forward(model, batch).float()
-                    index = torch.tensor(positions, dtype=torch.long)
-                    logits[index] = out.cpu()
-                    classes[index] = out.argmax(dim=1).cpu()
+                    index = to_device(torch.tensor(positions, dtype=torch.long), device)
+                    batch = batch.to(device, non_blocking=True)
+                    with timer.unsynced_stage("classify", items=len(batch), item=self.item):
+                        logits.index_copy_(0, index, self.forward(model, batch).float())
+                        done.index_fill_(0, index, True)
         finally:
             model.train(was_training)
+        logits, done = logits.cpu(), done.cpu()
+        classes = logits.argmax(dim=1).masked_fill(~done, NO_PREDICTION)
         if not self.world.distributed and position != n:
             raise ValueError(f"the loader yielded {position} examples but the split has {n} labels")
         if self.world.distributed:  # every position of the split must then come from exactly one rank

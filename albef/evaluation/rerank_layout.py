@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from albef.engine.transfer import to_device
 from albef.models.bert import MASK_VALUE
 
 MIN_ROWS = 4
@@ -63,7 +64,7 @@ class Bucket:
         return cls(segments, rows, real_at, rows.index_select(0, real_at), mask)
 
     def to(self, device: torch.device) -> Bucket:
-        """The bucket's tensors on ``device`` (see :func:`to_device`)."""
+        """The bucket's tensors on ``device`` (without blocking the host)."""
         return Bucket(*(to_device(t, device) for t in astuple_shallow(self)))
 
     def gather(self, x: Tensor) -> Tensor:
@@ -73,16 +74,6 @@ class Bucket:
     def scatter(self, into: Tensor, padded: Tensor) -> None:
         """Write the real rows of ``padded`` (n * l, W) back to their rows of ``into``."""
         into.index_copy_(0, self.real_rows, padded.index_select(0, self.real_at))
-
-
-def to_device(tensor: Tensor | None, device: torch.device) -> Any:
-    """``tensor`` on ``device``: from pinned memory without blocking the host on CUDA (the host never waits for a
-    plan's indices to arrive; the copy is ordered before the kernels that read them)."""
-    if tensor is None or tensor.device == device:
-        return tensor
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def astuple_shallow(obj: Any) -> tuple[Any, ...]:

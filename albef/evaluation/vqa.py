@@ -35,6 +35,7 @@ from albef.data.transforms import build_test_transform
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
+from albef.evaluation.memory_plan import call_budget
 from albef.evaluation.partial import PartialAnswers
 from albef.evaluation.vqa_eval import (
     ANSWER_TYPE,
@@ -48,6 +49,7 @@ from albef.evaluation.vqa_eval import (
     vqa_accuracy,
 )
 from albef.fileio import atomic_write
+from albef.models.bert import BertLayer
 from albef.models.vqa import ALBEFVQA, AnswerScoring
 from albef.progress import track
 from albef.reporting.measure import StageTimer
@@ -56,7 +58,39 @@ DEFAULT_K = 128
 """Candidates re-scored per question (the official ``k_test``)."""
 
 DEFAULT_RANK_CHUNK = 2048
-"""Most (question, candidate) rows per teacher-forced decoder call: 16 questions x 128 candidates."""
+"""Most (question, candidate) rows per teacher-forced decoder call, whatever the memory budget allows: 16
+questions x 128 candidates."""
+DEFAULT_RANK_BUDGET_MB = 1024
+"""Memory budget of one teacher-forced decoder call on a CPU (on CUDA: see
+:func:`~albef.evaluation.memory_plan.call_budget`)."""
+
+
+def answer_row_bytes(model: ALBEFVQA, question_len: int, answer_len: int, compute_bytes: int = 4) -> int:
+    """An upper bound of the memory one (question, candidate) row takes in a decoder call of ``model``.
+
+    The vocabulary logits dominate (float32 logits and log-probabilities of every answer token: ~2.9 MB a row
+    at the base size); then the question states gathered for the row and one layer's cross-attention keys
+    and values, the answer's activations and the attention scores.
+    """
+    layer: BertLayer = model.text_decoder.encoder.layer[0]  # type: ignore[assignment]
+    hidden, inner = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
+    heads, vocab = layer.attention.self.num_heads, model.lm_head.decoder.out_features
+    logits = answer_len * vocab * (compute_bytes + 8)
+    question = 3 * question_len * hidden * compute_bytes
+    answer = (
+        answer_len * (6 * hidden + inner) * compute_bytes
+        + heads * answer_len * max(answer_len, question_len) * 4
+    )
+    return logits + question + answer
+
+
+def rank_chunk_rows(
+    model: ALBEFVQA, question_len: int, answer_len: int, budget_mb: float, compute_bytes: int = 4, k: int = 1
+) -> int:
+    """(question, candidate) rows per decoder call within ``budget_mb`` (at least ``k``, one question's
+    candidates; at most :data:`DEFAULT_RANK_CHUNK`)."""
+    rows = int(budget_mb * 2**20) // answer_row_bytes(model, question_len, answer_len, compute_bytes)
+    return max(k, min(DEFAULT_RANK_CHUNK, rows))
 
 
 class ConflictingAnswersError(ValueError):
@@ -217,11 +251,25 @@ class VQASplit:
 
 @dataclass
 class RankingOptions:
-    """How the answer list is ranked: ``k`` candidates, the scoring, rows per decoder call."""
+    """How the answer list is ranked: ``k`` candidates, the scoring, and the rows of one decoder call: fixed
+    (``chunk_size``), or as many as fit in ``budget_mb`` (default: the device's, see
+    :func:`~albef.evaluation.memory_plan.call_budget`)."""
 
     k: int = DEFAULT_K
     scoring: AnswerScoring = "official"
-    chunk_size: int | None = DEFAULT_RANK_CHUNK
+    chunk_size: int | None = None
+    budget_mb: float | None = None
+
+    def rows_per_call(self, model: ALBEFVQA, question_len: int, answer_len: int, precision: Precision) -> int:
+        """Rows of one decoder call for questions of ``question_len`` tokens."""
+        if self.chunk_size:
+            return self.chunk_size
+        device = precision.device
+        budget = self.budget_mb or (
+            call_budget(device)[0] if device.type == "cuda" else DEFAULT_RANK_BUDGET_MB
+        )
+        compute_bytes = 2 if precision.autocast_dtype is not None else 4
+        return rank_chunk_rows(model, question_len, answer_len, budget, compute_bytes, self.k)
 
 
 @dataclass
@@ -271,6 +319,8 @@ class VQAEvaluator(Evaluator):
         self.rounding = rounding
         self.partial: PartialAnswers | None = None
         """Where the answers are saved as they come (``--resume`` continues from them)."""
+        self.rows_per_call = 0
+        """The most (question, candidate) rows one decoder call held (reported)."""
 
     def _loader(self) -> torch.utils.data.DataLoader[Any]:
         dataset = VQADataset(
@@ -295,17 +345,26 @@ class VQAEvaluator(Evaluator):
         loader = self._loader()
         done, pairs = self.partial.load() if self.partial is not None else (0, [])
         set_epoch(loader, 0, start_batch=done)  # after a resume: the batches not answered yet
+        # Each batch's best answers stay on the device until a save or the end: no wait in the loop.
+        pending: list[tuple[list[int], torch.Tensor]] = []
+
+        def collect() -> None:
+            for question_ids, ranked in pending:
+                pairs.extend(
+                    (q, self.split.answer_list[i]) for q, i in zip(question_ids, ranked.tolist(), strict=True)
+                )
+            pending.clear()
+
         for n, batch in enumerate(
             track(loader, total=len(loader), desc="VQA answer ranking"), start=done + 1
         ):
-            batch = batch.to(device)
-            ranked_ids = self.rank_batch(model, batch, answers, timer)
-            pairs += [
-                (int(q), self.split.answer_list[int(i)])
-                for q, i in zip(batch.question_id, ranked_ids, strict=True)
-            ]
+            question_ids = batch.question_id.tolist()  # host memory: no device wait
+            batch = batch.to(device, non_blocking=True)
+            pending.append((question_ids, self.rank_batch(model, batch, answers, timer)))
             if self.partial is not None and n % self.partial.every == 0:
+                collect()
                 self.partial.save(n, pairs)
+        collect()
         return pairs
 
     def rank_batch(
@@ -315,9 +374,13 @@ class VQAEvaluator(Evaluator):
         size = len(batch.question_id)
         question = batch.question
         with self.precision.autocast():
-            with timer.stage("question_encode", items=size, item="question"):
+            with timer.unsynced_stage("question_encode", items=size, item="question"):
                 states = model.encode_question(batch.image, question.input_ids, question.attention_mask)
-            with timer.stage("answer_ranking", items=size, item="question"):
+            rows = self.ranking.rows_per_call(
+                model, question.input_ids.shape[1], answers.input_ids.shape[1], self.precision
+            )
+            self.rows_per_call = max(self.rows_per_call, rows)
+            with timer.unsynced_stage("answer_ranking", items=size, item="question"):
                 ranked = model.rank_answers(
                     states,
                     question.attention_mask,
@@ -326,7 +389,7 @@ class VQAEvaluator(Evaluator):
                     k=self.ranking.k,
                     pad_id=self.tokenizer.pad_token_id,
                     scoring=self.ranking.scoring,
-                    chunk_size=self.ranking.chunk_size,
+                    chunk_size=rows,
                 )
         return ranked.ids[:, 0]
 
@@ -376,6 +439,8 @@ class VQAEvaluator(Evaluator):
             "answer_scoring": self.ranking.scoring,
             "answer_list_size": len(self.split.answer_list),
             "rank_chunk_size": self.ranking.chunk_size,
+            "rank_budget_mb": self.ranking.budget_mb,
+            "rank_rows_per_call": self.rows_per_call,
         }
         if self.partial is not None:  # complete: the saved answers are no longer needed
             extra["resumed_questions"] = self.partial.resumed_questions

@@ -280,14 +280,18 @@ class StageTimer:
         """Time the block as one call of stage ``name`` without waiting for the device.
 
         On CUDA two events are recorded on the current stream and read only when the statistics are asked for,
-        so a loop of such calls never blocks the host (the re-rank loop); on other devices it is
-        :meth:`stage`. Warm-up entries are not skipped and no per-call peak memory is kept.
+        so a loop of such calls never blocks the host (the evaluators' loops); on other devices it is
+        :meth:`stage`. Warm-up entries are skipped as by :meth:`stage`; no per-call peak memory is kept.
         """
         if self.device.type != "cuda":
             with self.stage(name, items, item=item):
                 yield
             return
         record = self._records.setdefault(name, _Record(item, None))
+        if record.warmup < self.warmup and not (record.samples_s or record.pending):
+            yield
+            record.warmup += 1
+            return
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         yield

@@ -87,9 +87,13 @@ RANKING_OPTIONS = (
     ),
     Option(
         "--rank-chunk-size",
-        "(question, candidate) rows per decoder call (default: 2048)",
+        "(question, candidate) rows per decoder call (default: as many as fit in --rank-budget-mb, at most 2048)",
         type=int,
-        default=2048,
+    ),
+    Option(
+        "--rank-budget-mb",
+        "memory budget of one decoder call in MiB (default: 1024 on a CPU, a quarter of the free memory on a GPU)",
+        type=float,
     ),
 )
 """How the answer list is ranked: options of both ``albef finetune vqa`` and ``albef evaluate vqa``."""
@@ -306,7 +310,8 @@ class VQATask(Task):
         *,
         k: int | None = None,
         answer_scoring: str = "official",
-        rank_chunk_size: int | None = 2048,
+        rank_chunk_size: int | None = None,
+        rank_budget_mb: float | None = None,
         annotations: str | None = None,
         questions: str | None = None,
         rounding: str = "python3",
@@ -326,7 +331,7 @@ class VQATask(Task):
             chosen = vqa_split(self.cfg, split, annotations, questions)
         except ValueError as err:  # a config without the split's file or answer list
             raise ConfigError(str(err)) from err
-        ranking = RankingOptions(k or self.cfg.eval.k_test, answer_scoring, rank_chunk_size)  # type: ignore[arg-type]
+        ranking = RankingOptions(k or self.cfg.eval.k_test, answer_scoring, rank_chunk_size, rank_budget_mb)  # type: ignore[arg-type]
         evaluator = build_evaluator(self.cfg, chosen, self.tokenizer, precision, ranking, current_world())
         evaluator.rounding = rounding  # type: ignore[assignment]
         if checkpoint is not None and work_dir is not None:

@@ -17,7 +17,13 @@ from albef.config.schema import ExperimentConfig
 from albef.data.tokenizer import TextTokenizer
 from albef.engine.precision import resolve_precision
 from albef.errors import DataError
-from albef.evaluation.vqa import RankingOptions, VQAEvaluator, VQASplit
+from albef.evaluation.vqa import (
+    RankingOptions,
+    VQAEvaluator,
+    VQASplit,
+    answer_row_bytes,
+    rank_chunk_rows,
+)
 from albef.models.builders import create_model
 from albef.models.vqa import ALBEFVQA
 from albef.reporting.schema import RunReport
@@ -222,3 +228,31 @@ def test_ground_truth_for_other_questions_is_an_error(
     part = dataclasses.replace(split, records=split.records[:6], truths=split.truths[:4])
     with pytest.raises(DataError, match=r"2 \(.*\) question id\(s\) not in the ground truth"):
         _evaluator(cfg, part, tokenizer, k=4).run(model)
+
+
+def test_decoder_calls_are_cut_to_the_memory_budget(
+    cfg: ExperimentConfig, split: VQASplit, tokenizer: TextTokenizer, model: ALBEFVQA
+) -> None:
+    text, vocab = cfg.model.text, cfg.model.text.vocab_size
+    question_len, answer_len = 14, 6
+    # vocabulary logits (+ float32 log-probabilities) per answer token, question states and one layer's K/V,
+    # the answer's activations, the attention scores
+    expected = (
+        answer_len * vocab * (4 + 8)
+        + 3 * question_len * text.hidden_size * 4
+        + answer_len * (6 * text.hidden_size + text.intermediate_size) * 4
+        + text.num_heads * answer_len * question_len * 4
+    )
+    assert answer_row_bytes(model, question_len, answer_len) == expected
+    budget_mb = 40 * expected / 2**20  # room for exactly 40 rows
+    assert rank_chunk_rows(model, question_len, answer_len, budget_mb, k=8) == 40
+    assert (
+        rank_chunk_rows(model, question_len, answer_len, budget_mb / 100, k=8) == 8
+    )  # a question's k at least
+    assert rank_chunk_rows(model, question_len, answer_len, 1e6, k=8) == 2048  # and a cap
+    # The evaluator ranks within the budget, and the answers do not depend on how the rows are cut.
+    part = dataclasses.replace(split, records=split.records[:16], truths=None)
+    small = _evaluator(cfg, part, tokenizer, batch_size=16, k=8, budget_mb=budget_mb / 4).run(model)
+    whole = _evaluator(cfg, part, tokenizer, batch_size=16, k=8, chunk_size=16 * 8).run(model)
+    assert 8 <= small.extra["rank_rows_per_call"] < 16 * 8 and whole.extra["rank_rows_per_call"] == 128
+    assert small.outputs["answers"] == whole.outputs["answers"]
