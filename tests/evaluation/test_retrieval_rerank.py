@@ -135,6 +135,20 @@ def test_topk_candidates_best_first_ties_to_the_lower_index() -> None:
     assert topk_candidates(sims, 99)[1].shape == (1, 5)
 
 
+@pytest.mark.parametrize("levels", [3, 50, 0])
+def test_topk_candidates_equal_a_stable_full_sort(levels: int) -> None:
+    """Partial selection plus the tie rule gives exactly the stable full sort's first k, ties everywhere or none
+    (``levels`` distinct values; 0: continuous)."""
+    gen = torch.Generator().manual_seed(levels)
+    sims = torch.rand(300, 97, generator=gen)
+    if levels:
+        sims = (sims * levels).floor() / levels
+    for k in (1, 10, 96, 97):
+        expected_v, expected_i = torch.sort(sims, dim=1, descending=True, stable=True)
+        values, indices = topk_candidates(sims, k, chunk=64)
+        assert torch.equal(indices, expected_i[:, :k]) and torch.equal(values, expected_v[:, :k])
+
+
 def test_fill_scores() -> None:
     out = fill_scores(
         (2, 4), torch.tensor([0, 1]), torch.tensor([[3, 1], [0, 2]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
