@@ -1,31 +1,37 @@
-"""The GPU suite: one prepared run (at most about 8 minutes on one CUDA GPU) that writes run reports to
-``reports/gpu/``.
+"""The GPU suite: one prepared run (at most 8 minutes on one H100/H200) that measures the project's own
+evaluators and writes its reports to ``reports/gpu/``.
 
-What it measures, base preset at 384 px (the finetuning resolution), fp32 and bf16:
+Parts, base preset at 384 px (the finetuning and evaluation resolution):
 
-1. ``albef bench model``: image / text / fusion throughput and the ITM re-rank stage (pairs/s), with FLOPs,
-   TFLOP/s, MFU and peak memory, at batch sizes 1, 32 and 128, in fp32, ``amp_bf16`` (what the evaluators run)
-   and ``cast_bf16`` (bf16 weights).
-2. Our re-ranker (:class:`albef.evaluation.pair_scorer.PairScorer`, what ``albef evaluate retrieval`` runs)
-   against the official one-query loop (``benchmarks/bench_rerank.py``) at k = 16 and k = 256, with the
-   features kept on the host (moved per call, as the evaluator does) and on the device.
-3. VQA answer ranking: questions/s of ``ALBEFVQA.rank_answers`` over a 3,128-answer list with k = 128 (the
-   official protocol), random weights.
-4. A few pretraining steps (``benchmarks/bench_pretrain.py``): samples/s and the forward / backward /
-   optimizer / momentum / queue split against the eager baseline step.
+1. ``machine``: the GPU's clocks, power limit, driver, versions, and the SDPA backend the model actually
+   ran in fp32 and under bf16 autocast (``machine.json``).
+2. ``flops``: FLOPs per item of every model stage counted on CUDA and on the CPU; they must be equal.
+3. ``model`` / ``model-compiled``: ``albef bench model``: image / text / fusion stages and the one-image ITM
+   re-rank, items/s, FLOPs, TFLOP/s, MFU, peak memory; fp32, ``amp_bf16`` (what the evaluators run) and
+   ``cast_bf16``; then the same under ``torch.compile`` (``runtime.compile``).
+4. ``rerank-k{16,256}-{host,device}``: our re-ranker (:class:`albef.evaluation.pair_scorer.PairScorer`, what
+   ``albef evaluate retrieval`` runs) against the official one-query loop (``benchmarks/bench_rerank.py``),
+   features on the device and staged from host memory.
+5. ``vqa_ranking``: answer-list ranking, k = 128 over 3,128 answers, calls cut to the memory budget.
+6. ``nlvr``: NLVR² pairs/s (two images, text, fusion, head).
+7. ``pretrain``: pretraining steps under fp32 and ``amp_bf16`` against the eager baseline step.
+8. ``loader``: the data loader with 0, 4 and 8 workers on real photographs (``benchmarks/bench_loader.py``).
 
-Every part writes a run report JSON and, the moment it finishes, its rendered Markdown; a part that fails or
-runs past ``--timeout`` is recorded and the others still run. ``suite.json`` lists every part with its
-status, time and report. ``--smoke`` shrinks everything (tiny preset, tiny batches, one timed call) so that
-the suite itself is tested on a CPU::
+Every part writes its report (rendered to Markdown) the moment it finishes; a part that fails or runs past
+its timeout is recorded and the others still run; parts that would start after ``--budget`` seconds are
+recorded as skipped. ``suite.json`` lists every part (status, seconds, report) and a summary: the image
+encoder's MFU under ``amp_bf16``, re-rank pairs/s and speed-up at k = 256, and the projected time of a
+COCO-5k evaluation at k = 256 (5,000 images, 25,010 captions, 7.68 M re-ranked pairs at the measured rates).
+``--smoke`` shrinks every part (tiny preset, tiny batches) so that the whole suite runs in the tests on a CPU::
 
-    .venv/bin/python benchmarks/gpu_suite.py                 # on the GPU machine
+    .venv/bin/python benchmarks/gpu_suite.py                 # on the GPU machine, about 6-8 minutes
     .venv/bin/python benchmarks/gpu_suite.py --smoke --device cpu --out /tmp/gpu-smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -38,6 +44,8 @@ from typing import Any
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT / "benchmarks") not in sys.path:  # the in-process parts, also when imported by the tests
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 
 @dataclass(frozen=True)
@@ -47,21 +55,47 @@ class SuiteSize:
     preset: str
     image_res: int
     batch_sizes: str
+    compile_batch_sizes: str
     warmup: int
     iters: int
     questions: int
     answers: int
     k: int
+    nlvr_batch: int
     pretrain_batch: int
     pretrain_iters: int
     rerank_images: int
     rerank_ks: tuple[int, ...]
     rerank_queries: tuple[int, int]
     """Image and text queries timed per re-rank run."""
+    loader_images: int
+    loader_workers: str
 
 
-FULL = SuiteSize("albef_base", 384, "1,32,128", 3, 20, 64, 3128, 128, 32, 8, 256, (16, 256), (16, 48))
-SMOKE = SuiteSize("albef_tiny", 32, "1,2", 1, 1, 4, 20, 4, 2, 1, 8, (4,), (2, 4))
+FULL = SuiteSize(
+    "albef_base",
+    384,
+    "1,32,128",
+    "128",
+    3,
+    10,
+    64,
+    3128,
+    128,
+    32,
+    32,
+    8,
+    256,
+    (16, 256),
+    (16, 48),
+    256,
+    "0,4,8",
+)
+SMOKE = SuiteSize("albef_tiny", 32, "1,2", "2", 1, 1, 4, 20, 4, 2, 2, 1, 8, (4,), (2, 4), 8, "0,1")
+COCO_5K = {"images": 5000, "texts": 25010, "k": 256}
+"""The projected evaluation: COCO-5k test at k = 256 (both directions: 7.68 M re-ranked pairs)."""
+DEFAULT_BUDGET_S = 420.0
+"""Parts that would start after this many seconds are skipped (each part also has its own timeout)."""
 
 
 def _run(command: list[str], timeout_s: float) -> None:
@@ -69,18 +103,17 @@ def _run(command: list[str], timeout_s: float) -> None:
     subprocess.run(command, check=True, timeout=timeout_s, cwd=REPO_ROOT)
 
 
-def bench_model(size: SuiteSize, device: str, out: Path, timeout_s: float) -> Path:
-    """Model stages and the ITM re-rank through ``albef bench model``."""
-    path = out / f"model-{size.preset}-{size.image_res}-{device.split(':')[0]}.json"
+def bench_model(size: SuiteSize, device: str, out: Path, timeout_s: float, compiled: bool = False) -> Path:
+    """Model stages and the ITM re-rank through ``albef bench model`` (``compiled``: under torch.compile,
+    amp_bf16 only, at the large batch: each batch size and precision compiles anew)."""
+    kind = "compiled" if compiled else "eager"
+    path = out / f"model-{size.preset}-{size.image_res}-{kind}-{device.split(':')[0]}.json"
     command = [sys.executable, "-m", "albef", "bench", "model", "--preset", size.preset, "--device", device]
-    command += [
-        "--image-res",
-        str(size.image_res),
-        "--batch-sizes",
-        size.batch_sizes,
-        "--precision",
-        "fp32,amp_bf16,cast_bf16",
-    ]
+    command += ["--image-res", str(size.image_res)]
+    if compiled:
+        command += ["--compile", "--batch-sizes", size.compile_batch_sizes, "--precision", "amp_bf16"]
+    else:
+        command += ["--batch-sizes", size.batch_sizes, "--precision", "fp32,amp_bf16,cast_bf16"]
     command += ["--warmup", str(size.warmup), "--iters", str(size.iters), "--out", str(path), "--quiet"]
     _run(command, timeout_s)
     return path
@@ -100,7 +133,7 @@ def bench_rerank(size: SuiteSize, device: str, out: Path, timeout_s: float, k: i
 
 
 def bench_pretrain(size: SuiteSize, device: str, out: Path, timeout_s: float) -> Path:
-    """A few pretraining steps against the eager baseline."""
+    """A few pretraining steps under fp32 and amp_bf16 against the eager baseline."""
     path = out / f"pretrain-{size.preset}-{size.image_res}-{device.split(':')[0]}.json"
     preset = size.preset.removeprefix("albef_")
     command = [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_pretrain.py"), "--presets", preset]
@@ -118,54 +151,44 @@ def bench_pretrain(size: SuiteSize, device: str, out: Path, timeout_s: float) ->
     return path
 
 
-def bench_vqa_ranking(size: SuiteSize, device: str, out: Path) -> Path:
-    """Questions/s of answer-list ranking (official scoring) in fp32 and bf16 autocast, random weights."""
-    from albef.evaluation.vqa import DEFAULT_RANK_CHUNK
-    from albef.models import create_model, model_preset
-    from albef.reporting.environment import collect_environment, utc_now_iso
-    from albef.reporting.measure import StageTimer
-    from albef.reporting.schema import RunReport
+def bench_loader(size: SuiteSize, out: Path, timeout_s: float) -> Path:
+    """The training loaders with workers, on real photographs (``benchmarks/bench_loader.py``)."""
+    folder = out / "loader"
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "benchmarks" / "bench_loader.py"),
+        "--images",
+        str(size.loader_images),
+    ]
+    command += ["--passes", "1", "--workers", size.loader_workers, "--out", str(folder)]
+    _run(command, timeout_s)
+    return folder / "loader.json"
 
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    cfg = model_preset(size.preset)
-    cfg.vision.image_res = size.image_res
-    model = create_model("vqa", cfg).to(dev).eval()
-    vocab, width = cfg.text.vocab_size, 8
-    answer_ids = torch.randint(1000 % vocab, vocab, (size.answers, width), device=dev)
-    answer_ids[:, 0] = 101 % vocab  # [CLS]
-    answer_mask = torch.ones_like(answer_ids)
-    answer_mask[:, 4:] = torch.rand(size.answers, width - 4, device=dev).lt(0.5).cumprod(dim=1).long()
-    answer_ids = answer_ids.masked_fill(answer_mask == 0, 0)
-    images = torch.randn(size.questions, 3, size.image_res, size.image_res, device=dev)
-    question_ids = torch.randint(1000 % vocab, vocab, (size.questions, 12), device=dev)
-    question_mask = torch.ones_like(question_ids)
-    report = RunReport(
-        kind="benchmark", task="vqa_ranking", dataset="synthetic-inputs", model_preset=size.preset
-    )
-    start, tic = utc_now_iso(), time.perf_counter()
-    timer = StageTimer(dev, warmup=size.warmup)
-    for precision, dtype in (("fp32", None), ("amp_bf16", torch.bfloat16)):
-        autocast = torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None)
-        with torch.inference_mode(), autocast:
-            states = model.encode_question(images, question_ids, question_mask)
-            for _ in range(size.warmup + size.iters):
-                with timer.stage(f"answer_ranking/{precision}", items=size.questions, item="question"):
-                    model.rank_answers(
-                        states, question_mask, answer_ids, answer_mask, k=size.k, pad_id=0,
-                        chunk_size=DEFAULT_RANK_CHUNK,  # as the evaluator: no multi-GB spike of one call
-                    )  # fmt: skip
-    report.stages.update(timer.stats())
-    report.memory = timer.peak_memory()
-    report.config = {
-        "rank_chunk_size": DEFAULT_RANK_CHUNK,
-        "questions": size.questions,
-        "answers": size.answers,
-        "k": size.k,
-        "image_res": size.image_res,
-    }
-    report.environment = collect_environment(dev, "fp32,amp_bf16", 0, start, time.perf_counter() - tic)
-    return report.save(out / f"vqa-ranking-{size.preset}-{size.image_res}-{dev.type}.json")
+
+def suite_parts(
+    size: SuiteSize, device: str, out: Path, timeout_s: float
+) -> list[tuple[str, Callable[[], Path]]]:
+    """Every part of the suite, in the order they run (the cheap records first, the long runs last)."""
+    import _gpu_parts as gp
+
+    parts: list[tuple[str, Callable[[], Path]]] = [
+        ("machine", partial(gp.machine_part, size, device, out)),
+        ("flops", partial(gp.flops_part, size, device, out)),
+        ("model", partial(bench_model, size, device, out, timeout_s)),
+    ]
+    for k in size.rerank_ks:
+        for features in ("device", "host"):
+            parts.append(
+                (f"rerank-k{k}-{features}", partial(bench_rerank, size, device, out, timeout_s, k, features))
+            )
+    parts += [
+        ("vqa_ranking", partial(gp.vqa_ranking_part, size, device, out)),
+        ("nlvr", partial(gp.nlvr_part, size, device, out)),
+        ("pretrain", partial(bench_pretrain, size, device, out, timeout_s)),
+        ("loader", partial(bench_loader, size, out, timeout_s)),
+        ("model-compiled", partial(bench_model, size, device, out, timeout_s, True)),
+    ]
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,53 +198,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "gpu", help="report folder")
     parser.add_argument("--smoke", action="store_true", help="tiny preset and sizes: test the suite on a CPU")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds allowed per part (default 240)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed per part (default 180)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help=f"seconds after which no part starts ({DEFAULT_BUDGET_S:.0f})",
+    )
+    parser.add_argument("--parts", default=None, help="comma list of part names to run (default: all)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here: use --device cpu (with --smoke to keep it short)")
     size = SMOKE if args.smoke else FULL
     args.out.mkdir(parents=True, exist_ok=True)
-    parts: list[tuple[str, Callable[[], Path]]] = [
-        ("model", lambda: bench_model(size, args.device, args.out, args.timeout)),
-    ]
-    for k in size.rerank_ks:
-        for features in ("host", "device"):
-            parts.append(
-                (
-                    f"rerank-k{k}-{features}",
-                    partial(bench_rerank, size, args.device, args.out, args.timeout, k, features),
-                )
-            )
-    parts += [
-        ("vqa_ranking", lambda: bench_vqa_ranking(size, args.device, args.out)),
-        ("pretrain", lambda: bench_pretrain(size, args.device, args.out, args.timeout)),
-    ]
-    results = run_parts(parts, args.out)
+    parts = suite_parts(size, args.device, args.out, args.timeout)
+    if args.parts:
+        wanted = set(args.parts.split(","))
+        unknown = wanted - {name for name, _ in parts}
+        if unknown:
+            parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+        parts = [(name, fn) for name, fn in parts if name in wanted]
+    results = run_parts(parts, args.out, args.budget)
     failed = [r["part"] for r in results if r["status"] != "ok"]
+    summary = summarise(results)
+    from albef.fileio import atomic_write_json
+
+    atomic_write_json(args.out / "suite.json", {"parts": results, "summary": summary})
+    print(json.dumps(summary, indent=2))
     print(
-        f"gpu suite: {len(results) - len(failed)} of {len(results)} parts, reports in {args.out}"
-        + (f"; failed: {', '.join(failed)}" if failed else "")
+        f"gpu suite: {len(results) - len(failed)} of {len(results)} parts ok, reports in {args.out}"
+        + (f"; not ok: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
 
 
-def run_parts(parts: list[tuple[str, Callable[[], Path]]], out: Path) -> list[dict[str, Any]]:
+def run_parts(
+    parts: list[tuple[str, Callable[[], Path]]], out: Path, budget_s: float = float("inf")
+) -> list[dict[str, Any]]:
     """Run each part, render its report at once, and record every part's outcome in ``suite.json`` after each
-    (a failure or a timeout is recorded with its message; the next part still runs)."""
+    (a failure or a timeout is recorded with its message and the next part still runs; a part that would
+    start after ``budget_s`` seconds is recorded as skipped)."""
     from albef.fileio import atomic_write_json
 
     results: list[dict[str, Any]] = []
+    start = time.perf_counter()
     for name, part in parts:
         tic = time.perf_counter()
         record: dict[str, Any] = {"part": name}
-        try:
-            path = part()
-            render_report(path)
-            record.update(status="ok", report=str(path))
-        except subprocess.TimeoutExpired as err:
-            record.update(status="timeout", error=f"ran past {err.timeout:.0f} s")
-        except Exception as err:
-            record.update(status="failed", error=f"{type(err).__name__}: {str(err)[-2000:]}")
+        if tic - start > budget_s:
+            record.update(status="skipped", error=f"the suite's budget of {budget_s:.0f} s was spent")
+        else:
+            try:
+                path = part()
+                render_report(path)
+                record.update(status="ok", report=str(path))
+            except subprocess.TimeoutExpired as err:
+                record.update(status="timeout", error=f"ran past {err.timeout:.0f} s")
+            except Exception as err:
+                record.update(status="failed", error=f"{type(err).__name__}: {str(err)[-2000:]}")
         record["seconds"] = round(time.perf_counter() - tic, 1)
         results.append(record)
         print(f"[{record['status']}] {name} ({record['seconds']} s)", flush=True)
@@ -230,11 +264,69 @@ def run_parts(parts: list[tuple[str, Callable[[], Path]]], out: Path) -> list[di
 
 
 def render_report(path: Path) -> None:
-    """The report's Markdown, tables and plots beside it (``<report>/``)."""
+    """A run report's Markdown, tables and plots beside it (``<report>/``); other JSON records are left as they
+    are (the machine record, the FLOP check, the loader's own Markdown)."""
+    if json.loads(path.read_text(encoding="utf-8")).get("kind") is None:
+        return
     _run(
         [sys.executable, "-m", "albef", "report", "render", str(path), "--out", str(path.with_suffix(""))],
         120,
     )
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline figures of the parts that ran: the image encoder's MFU under amp_bf16, the re-rank at the
+    largest k (pairs/s, speed-up over the one-query loop) and the projected COCO-5k evaluation time."""
+    from albef.reporting.schema import RunReport
+
+    reports = {
+        r["part"]: RunReport.load(r["report"]) for r in results if r["status"] == "ok" and _is_run_report(r)
+    }
+    summary: dict[str, Any] = {}
+    model = reports.get("model")
+    if model is not None:
+        encoders = {}
+        for stage in ("image_encode", "text_encode"):
+            best = max(
+                (s for key, s in model.stages.items() if key.startswith(f"{stage}/amp_bf16/")),
+                key=lambda s: s.items_per_s,
+                default=None,
+            )
+            if best is not None:
+                encoders[stage] = {
+                    "items_per_s": best.items_per_s,
+                    "batch_size": best.batch_size,
+                    "mfu": best.mfu,
+                }
+        summary["encoders_amp_bf16"] = encoders
+    reranks = sorted(
+        (name for name in reports if name.startswith("rerank-") and name.endswith("-device")),
+        key=lambda name: int(name.split("-k")[1].split("-")[0]),
+    )
+    if reranks:
+        report = reports[reranks[-1]]
+        ours = [s for key, s in report.stages.items() if key.endswith("/ours")]
+        pairs = sum(s.items for s in ours)
+        seconds = sum(s.items / s.items_per_s for s in ours)
+        summary["rerank"] = {
+            "part": reranks[-1],
+            "pairs_per_s": pairs / seconds,
+            "speedup_over_one_query_loop": report.extra["speedup"],
+        }
+        encoders = summary.get("encoders_amp_bf16", {})
+        if {"image_encode", "text_encode"} <= set(encoders):
+            pairs_5k = (COCO_5K["images"] + COCO_5K["texts"]) * COCO_5K["k"]
+            parts = {
+                "image_encode": COCO_5K["images"] / encoders["image_encode"]["items_per_s"],
+                "text_encode": COCO_5K["texts"] / encoders["text_encode"]["items_per_s"],
+                "rerank": pairs_5k / summary["rerank"]["pairs_per_s"],
+            }
+            summary["coco5k_k256_projection_s"] = {**parts, "total": sum(parts.values()), "pairs": pairs_5k}
+    return summary
+
+
+def _is_run_report(record: dict[str, Any]) -> bool:
+    return json.loads(Path(record["report"]).read_text(encoding="utf-8")).get("kind") is not None
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ def register(subparsers: Any) -> None:
     model.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     model.add_argument("--no-flops", action="store_true", help="skip FLOP counting (and MFU)")
     model.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoders and BERT layers first (runtime.compile; warm-up calls compile)",
+    )
+    model.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -172,6 +177,7 @@ def _run_model(args: argparse.Namespace) -> int:
         iters=args.iters,
         seed=args.seed,
         count_flops=not args.no_flops,
+        compile=args.compile,
     )
     progress, close = _progress(args.quiet)
     try:

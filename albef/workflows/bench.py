@@ -68,7 +68,9 @@ class ModelBenchConfig:
         warmup: Untimed calls before each stage.
         iters: Timed calls of each stage.
         seed: Seed of the weights and the inputs.
-        count_flops: Count FLOPs per item (one extra call per stage).
+        count_flops: Count FLOPs per item (one extra call per stage, on the uncompiled model).
+        compile: ``torch.compile`` the image encoder and every BERT layer (:func:`albef.engine.compile.compile_model`,
+            what ``runtime.compile`` does) before timing; the warm-up calls compile each batch size.
     """
 
     preset: str
@@ -81,6 +83,7 @@ class ModelBenchConfig:
     iters: int = 20
     seed: int = 0
     count_flops: bool = True
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists)."""
@@ -233,6 +236,12 @@ def _bench_precision(
     """Every stage at every batch size in one precision."""
     device = timer.device
     model = model_for_precision(master, precision)
+    timed_model = model
+    if config.compile:  # a compiled copy is timed; FLOPs are counted on the eager model (same operations)
+        from albef.engine.compile import compile_model
+
+        timed_model = copy.deepcopy(model)
+        compile_model(timed_model)
     image_dtype = CAST_DTYPES.get(precision, torch.float32)
     name = device_name(device)
     compute = flops.compute_precision(precision, allow_tf32=torch.backends.cuda.matmul.allow_tf32)
@@ -241,14 +250,17 @@ def _bench_precision(
         x = make_inputs(cfg, batch, config.text_len, config.seed, device)
         x = dataclasses.replace(x, images=x.images.to(image_dtype))
         with precision_context(precision, device):
-            for stage, fn in stage_calls(model, x).items():
+            counted = stage_calls(model, x)
+            for stage, fn in stage_calls(timed_model, x).items():
                 key = stage_key(stage, precision, batch)
                 on_stage(key)
                 item = STAGE_ITEMS[stage]
                 stats = timer.measure(
                     key, fn, batch, iters=config.iters, warmup=config.warmup, item=item, precision=precision
                 )
-                results[key] = add_flops(stats, fn, name, compute) if config.count_flops else stats
+                results[key] = (
+                    add_flops(stats, counted[stage], name, compute) if config.count_flops else stats
+                )
     return results
 
 
@@ -295,6 +307,7 @@ def bench_notes(cfg: ModelConfig, config: ModelBenchConfig, device: torch.device
     """What a reader of the report needs to interpret the stages."""
     return {
         "image_res": cfg.vision.image_res,
+        "compiled": config.compile,
         "text_len": config.text_len,
         "text_lengths": {
             f"bs{b}": make_inputs(cfg, b, config.text_len, config.seed, torch.device("cpu"))

@@ -93,6 +93,16 @@ def test_stage_context_excludes_warmup_and_keeps_each_call(clock: FakeClock) -> 
     assert stats.peak_memory_mib is None  # process RSS cannot be isolated per stage
 
 
+def test_unsynced_stage_on_a_cpu_times_like_stage(clock: FakeClock) -> None:
+    """Off CUDA there is nothing to wait for: the same samples and warm-up as :meth:`StageTimer.stage`."""
+    timer = StageTimer(torch.device("cpu"), warmup=1)
+    for seconds in (9.0, 0.5, 0.25):
+        with timer.unsynced_stage("classify", items=2, item="pair"):
+            clock.now += seconds
+    stats = timer.stats()["classify"]
+    assert stats.warmup_batches == 1 and stats.samples_ms == [500.0, 250.0] and stats.item == "pair"
+
+
 def test_measure_runs_warmup_untimed_then_times_each_call(clock: FakeClock) -> None:
     calls = []
 
