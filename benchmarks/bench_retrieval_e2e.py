@@ -309,6 +309,47 @@ def table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: RunReport) -> str:
+    """The record as Markdown: the projected evaluation per k and stage, the checks, the measured rates."""
+    x, env = report.extra, report.environment
+    target = x["target"]
+    lines = [
+        "# Retrieval evaluation end to end: ours against the official stand-in",
+        "",
+        f"{report.model_preset} at {target['image_res']} px, random weights, fp32, {env.device_name}, "
+        f"{env.cpu_threads} threads, torch {env.torch}, git {env.git}. Each side's whole evaluation of a split of "
+        f"{target['images']:,} images and {target['texts']:,} captions (COCO-5k test), projected from its rates "
+        "measured side by side in this run (see `benchmarks/bench_retrieval_e2e.py`).",
+        "",
+        "| k | stage | official (s) | ours (s) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for proj in x["projections"].values():
+        s = proj["seconds"]
+        for stage in ("image_encode", "text_encode", "itc_topk", "rerank_i2t", "rerank_t2i", "total"):
+            o, u = s["official"][stage], s["ours"][stage]
+            name = f"**{stage}**" if stage == "total" else stage
+            lines.append(f"| {proj['k']} | {name} | {o:,.0f} | {u:,.0f} | {o / u:.1f}x |")
+    lines += [
+        "",
+        "| re-rank sample | official queries | our queries | rankings equal | scores max abs diff |",
+    ]
+    lines += ["|---|---|---|---|---|"]
+    for stage, c in x["checks"].items():
+        if isinstance(c, dict):
+            lines.append(
+                f"| {stage} | {c['official_queries']} | {c['our_queries']} | {c['rankings_equal']} "
+                f"| {c['max_abs_diff']:.1e} |"
+            )
+    lines += [
+        "",
+        f"Encoder outputs, largest difference: images {x['checks']['image_encode_max_abs_diff']:.1e}, texts "
+        f"{x['checks']['text_encode_max_abs_diff']:.1e} (eager against SDPA attention).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--preset", default="base")
@@ -332,6 +373,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("reports/bench/retrieval-e2e-{preset}-cpu.json"))
+    parser.add_argument("--render", type=Path, help="only write the Markdown of this record (run nothing)")
     args = parser.parse_args(argv)
     lists = (args.official_queries, args.our_image_queries, args.our_text_queries)
     if any(len(x) != len(args.ks) for x in lists):
@@ -343,11 +385,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        args.render.with_suffix(".md").write_text(markdown(RunReport.load(args.render)), encoding="utf-8")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run(args)
     out = Path(str(args.out).format(preset=args.preset))
     report.save(out)
+    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
     print(table(report))
     print(f"wrote {out}", file=sys.stderr)
     return 0
