@@ -6,8 +6,9 @@ to the target task (``albef.checkpoint.remap``) or none when the checkpoint alre
 (the official VQA script would corrupt it, ALBEF#101), resizes ViT position embeddings to the model's grid,
 and loads strictly: only the documented missing/unexpected keys are allowed, and they are reported.
 
-EMA teachers absent from a checkpoint (``pretrain_model_nlvr.pth`` has none) are copied from the loaded
-weights after loading. ``parity=True`` reproduces the official order instead (``copy_params()`` before
+EMA teachers absent from a checkpoint (``pretrain_model_nlvr.pth`` has none, nor the bare ``refcoco.pth``) are
+copied from the loaded weights after loading; feature queues absent from it (``refcoco.pth``) keep their fresh
+initialisation. ``parity=True`` reproduces the official order instead (``copy_params()`` before
 loading, so such teachers keep their pre-load values; spec §7 Q14).
 
 The replay of the official conversions recorded in the reference fixtures lives in
@@ -112,8 +113,13 @@ def load_checkpoint(
     present = {top_module(k) for k in remap.state_dict}
     absent = [t for t in teachers if t + MOMENTUM_SUFFIX not in present]
     unbuilt = sorted(m for m in present if m.endswith(MOMENTUM_SUFFIX) and not hasattr(model, m))
+    # A bare released file (refcoco.pth, ALBEF#50) has no feature queues either: they are training state,
+    # so the model keeps its freshly initialised ones.
+    queues_absent = "queue" not in present and any(k.startswith("queue.") for k in model.state_dict())
     allowed = {
-        "expected_missing": remap.expected_missing + tuple(f"{t}{MOMENTUM_SUFFIX}.*" for t in absent),
+        "expected_missing": remap.expected_missing
+        + tuple(f"{t}{MOMENTUM_SUFFIX}.*" for t in absent)
+        + (("queue.*",) if queues_absent else ()),
         "expected_unexpected": remap.expected_unexpected + tuple(f"{m}.*" for m in unbuilt),
     }
     context = f"{name} ({layout}) does not fit the {task} model"
@@ -128,6 +134,8 @@ def load_checkpoint(
         report.notes.append(
             f"teachers not built by this model (distill off) were ignored: {', '.join(unbuilt)}"
         )
+    if queues_absent:
+        report.notes.append("the checkpoint has no feature queues: the model keeps freshly initialised ones")
     _finish_teachers(model, report, absent, parity)
     return report
 

@@ -39,6 +39,9 @@ class VisionEncoder(VisionTransformer):
             act_layer=nn.GELU,
         )
         self.image_res = cfg.image_res
+        self.explicit_attention_blocks: frozenset[int] = frozenset()
+        """Blocks that run timm's explicit-softmax attention (set by
+        :func:`albef.models.attention_capture.capture_vit_attention` for the duration of a capture)."""
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """Images (B, 3, R, R) -> tokens (B, 1 + N, D); index 0 is the image [CLS]."""
@@ -52,10 +55,11 @@ class VisionEncoder(VisionTransformer):
             x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         )
         fused = not (x.device.type == "cpu" and low)
-        for block in self.blocks:
+        for n, block in enumerate(self.blocks):
             attn = block.attn
             if isinstance(attn, nn.Module) and hasattr(attn, "fused_attn"):
-                setattr(attn, "fused_attn", fused)  # noqa: B010  # a plain bool attribute of timm's Attention
+                explicit = n in self.explicit_attention_blocks
+                setattr(attn, "fused_attn", fused and not explicit)  # noqa: B010  # a plain bool of timm's Attention
 
     @property
     def num_tokens(self) -> int:

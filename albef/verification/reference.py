@@ -1,6 +1,6 @@
 """Check our implementation against the official reference fixtures, as a registry of checks.
 
-A *check* belongs to one fixture kind (``pretrain``, ``retrieval``, ``vqa``, ``nlvr``, ``ve``) and turns a
+A *check* belongs to one fixture kind (``pretrain``, ``retrieval``, ``vqa``, ``nlvr``, ``ve``, ``grounding``) and turns a
 :class:`FixtureContext` into :class:`~albef.verification.compare.CheckRow` s. Most checks recompute one entry
 of the fixture's ``outputs`` and are registered with :func:`output_check`::
 
@@ -39,6 +39,7 @@ CHECK_MODULES = (
     "albef.verification.retrieval",
     "albef.verification.vqa",
     "albef.verification.classify",
+    "albef.verification.grounding",
 )
 """Modules whose import registers checks; a new group of checks adds its module here."""
 

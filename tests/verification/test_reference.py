@@ -248,3 +248,23 @@ def test_status_text() -> None:
     assert CheckRow("a.pt", "x", 0.0, "pass").status_text == "pass"
     assert CheckRow("a.pt", "x", 1.0, "fail", "why").status_text == "FAIL"
     assert CheckRow("a.pt", "x", None, "skipped", "not implemented").status_text == "skipped: not implemented"
+
+
+# -- the grounding fixture (its own folder) ---------------------------------------------------------------------
+def test_every_grounding_row_passes_under_strict(
+    reference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = reference_dir / "official_tiny_grounding"
+    if not path.is_dir():
+        pytest.skip(f"official_tiny_grounding not found at {path}")
+    out_json = tmp_path / "rows.json"
+    assert main(["verify-reference", str(path), "--strict", "--json", str(out_json)]) == 0
+    rows = {(r["output"]): r for r in json.loads(out_json.read_text())["rows"]}
+    assert all(r["status"] == "pass" for r in rows.values())
+    for name in ("gradcam_itm.maps", "gradcam_itc.maps", "gradcam_itc_block0.maps", "grounding_eval.accuracy",
+                 "gradcam_itc_block8_error", "grounding_eval.stale_first_result", "checkpoint_bare",
+                 "compute_iou_table.11", "tokenizer.batch1.input_ids"):  # fmt: skip
+        assert name in rows, name
+    assert rows["grounding_eval.accuracy"]["max_abs_diff"] == 0
+    assert "(exact)" in rows["grounding_eval.accuracy"]["detail"]
+    capsys.readouterr()
