@@ -138,8 +138,20 @@ def text_assignment_to_nlvr(state_dict: Mapping[str, Tensor], fusion_layer: int)
 
 
 RemapFn = Callable[[Mapping[str, Tensor], int], Remap]
+
+
+def retrieval_to_grounding(state_dict: Mapping[str, Tensor], fusion_layer: int) -> Remap:
+    """``Grounding.py`` builds the retrieval model: a retrieval checkpoint (``refcoco.pth`` is one) loads as is."""
+    del fusion_layer
+    return Remap(
+        dict(state_dict), note="the grounding model is the retrieval model: loaded without remapping"
+    )
+
+
 CONVERSIONS: dict[tuple[str, str], RemapFn] = {
     ("pretrain", "retrieval"): pretrain_to_retrieval,
+    ("pretrain", "grounding"): pretrain_to_retrieval,
+    ("retrieval", "grounding"): retrieval_to_grounding,
     ("pretrain", "vqa"): pretrain_to_vqa,
     ("pretrain", "ve"): pretrain_to_ve,
     ("pretrain", "nlvr_pretrain"): pretrain_to_text_assignment,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve"]
+Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve", "grounding"]
 Precision = Literal["fp32", "amp_bf16", "amp_fp16"]
 """Training and evaluation precision: fp32, or fp32 weights under ``torch.autocast`` to bf16/fp16. (The
 benchmarks' weight-cast modes are named ``cast_bf16``/``cast_fp16``, see ``albef.workflows.bench``.)"""
@@ -112,6 +112,12 @@ class DataConfig:
     test_annotations: str | None = None
     """VQA: official VQA v2 annotations of ``test_file``'s questions; when set, the test split is also scored
     locally (overall / per question type / per answer type)."""
+    det_file: str | None = None
+    """Grounding: the proposals, ``{"<image id>": [[x, y, w, h, ...], ...]}`` (``dets.json``)."""
+    refs_file: str | None = None
+    """Grounding: the REFER refs, ``refs(unc).p`` (read without running any pickled code) or its JSON form."""
+    instances_file: str | None = None
+    """Grounding: the REFER ``instances.json`` (image sizes and the refs' boxes)."""
     image_root: str = ""
     vqa_root: str = ""
     vg_root: str = ""
@@ -165,6 +171,12 @@ class EvalConfig:
     """Retrieval: candidates re-ranked by ITM per query. VQA: answers re-ranked per question."""
     text_batch_size: int = 256
     max_question_words: int = 50
+    gradcam_mode: Literal["itm", "itc"] = "itm"
+    """Grounding: Grad-CAM of the ITM head through a fusion layer's cross-attention (official), or of the ITC
+    similarity through a ViT block's attention."""
+    gradcam_block: int = 8
+    """Grounding: the layer of the Grad-CAM: a text-encoder layer index in ``itm`` mode (8: the third fusion
+    layer, the official default), a ViT block in ``itc`` mode."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from albef.data.datasets import (
     CaptionSample,
+    GroundingSample,
     IndexedImage,
     LabelledSample,
     PairSample,
@@ -232,6 +233,28 @@ class PairCollator(Collator):
             torch.stack([s.image1 for s in kept]),
             self.texts([s.sentence for s in kept]),
             torch.tensor([s.label for s in kept], dtype=torch.long),
+            skipped=skipped,
+        )
+
+
+@dataclass
+class GroundingBatch(Batch):
+    """Grounding: images, referring expressions and their ref ids (B,)."""
+
+    image: Tensor
+    text: TokenBatch
+    ref_id: Tensor
+
+
+class GroundingCollator(Collator):
+    """Grounding samples -> :class:`GroundingBatch`."""
+
+    def __call__(self, samples: Sequence[GroundingSample | SkippedImage]) -> GroundingBatch:
+        kept, skipped = split_skipped(samples)
+        return GroundingBatch(
+            torch.stack([s.image for s in kept]),
+            self.texts([s.text for s in kept]),
+            torch.tensor([s.ref_id for s in kept], dtype=torch.long),
             skipped=skipped,
         )
 

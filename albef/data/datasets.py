@@ -31,6 +31,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from albef.data.errors import DataError
 from albef.data.images import BadImageMode, BadImagePolicy, SkippedImage
 from albef.data.records import (
+    GroundingRecord,
     NLVRRecord,
     PretrainRecord,
     RetrievalEvalSet,
@@ -329,6 +330,23 @@ class VEDataset(RootedDataset[VERecord]):
     def build(self, record: VERecord, index: int, rng: random.Random) -> LabelledSample:
         image = self.image(self.image_root, record.image, index)
         return LabelledSample(image, pre_caption(record.sentence, self.max_words), record.label)
+
+
+@dataclass
+class GroundingSample:
+    """An image, a referring expression and its ref id."""
+
+    image: Tensor
+    text: str
+    ref_id: int
+
+
+class GroundingDataset(RootedDataset[GroundingRecord]):
+    """Referring expressions of a grounding val/test file (the test transform; texts ``pre_caption``-ed)."""
+
+    def build(self, record: GroundingRecord, index: int, rng: random.Random) -> GroundingSample:
+        image = self.image(self.image_root, record.image, index)
+        return GroundingSample(image, pre_caption(record.text, self.max_words), record.ref_id)
 
 
 class EpochConcatDataset(ConcatDataset[Any]):

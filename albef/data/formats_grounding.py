@@ -31,8 +31,7 @@ from albef.data.formats_base import (
     read_records,
     top_level_object,
 )
-from albef.data.records import RetrievalTrainRecord
-from albef.evaluation.grounding import RefInfo
+from albef.data.records import GroundingRecord, RefInfo, RetrievalTrainRecord
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -77,10 +76,11 @@ def read_grounding_train(path: PathLike) -> list[RetrievalTrainRecord]:
     return out
 
 
-def read_grounding_eval(path: PathLike) -> list[tuple[str, str, int]]:
-    """A grounding val/test file: ``(image, text, ref_id)`` per expression, in file order."""
+def read_grounding_eval(path: PathLike) -> list[GroundingRecord]:
+    """A grounding val/test file: one record per expression, in file order."""
     return [
-        (rec.nonblank("image"), rec.nonblank("text"), rec.integer("ref_id")) for rec in read_records(path)
+        GroundingRecord(rec.nonblank("image"), rec.nonblank("text"), rec.integer("ref_id"))
+        for rec in read_records(path)
     ]
 
 

@@ -147,6 +147,25 @@ class NLVRRecord:
 
 
 @dataclass(frozen=True)
+class RefInfo:
+    """What grounding evaluation reads of a REFER ref: its image, split and ground-truth box ``[x, y, w, h]``."""
+
+    ref_id: int
+    image_id: int
+    split: str
+    bbox: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class GroundingRecord:
+    """One referring expression of a grounding val/test file: its image, text and REFER ``ref_id``."""
+
+    image: str
+    text: str
+    ref_id: int
+
+
+@dataclass(frozen=True)
 class VERecord:
     """One SNLI-VE example; ``label`` is 2 entailment, 1 neutral, 0 contradiction (``VE_LABELS``)."""
 

@@ -291,6 +291,17 @@ def build_train_transform(
     return T.Compose([*steps, *_to_normalized_tensor()])
 
 
+def build_grounding_train_transform(image_res: int) -> T.Compose:
+    """The official grounding training transform: a square bicubic resize (no crop, which could cut the
+    referred object out), flip, RandomAugment(2, 7), CLIP normalisation."""
+    steps: list[object] = [
+        T.Resize((image_res, image_res), interpolation=InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        RandomAugment(2, 7),
+    ]
+    return T.Compose([*steps, *_to_normalized_tensor()])
+
+
 def build_test_transform(image_res: int) -> T.Compose:
     """The official evaluation transform: a square bicubic resize (aspect ratio not kept), no crop.
 

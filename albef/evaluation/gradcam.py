@@ -74,6 +74,10 @@ def gradcam(
     if mode not in GRADCAM_MODES:
         raise ValueError(f"gradcam mode must be one of {', '.join(GRADCAM_MODES)}, got {mode!r}")
     with torch.inference_mode(False), torch.enable_grad():
+        # tensors made under inference mode (a loader in the same thread) cannot enter autograd: copy them
+        images, input_ids, attention_mask = (
+            t.clone() if t.is_inference() else t for t in (images, input_ids, attention_mask)
+        )
         if mode == "itm":
             return _itm(model, images, input_ids, attention_mask, block_num)
         return _itc(model, images, input_ids, attention_mask, block_num)

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from albef.data.records import RefInfo
+
 Box = Sequence[float]
 StaleRule = Literal["official", "miss"]
 STALE_RULES: tuple[str, ...] = ("official", "miss")
@@ -93,16 +95,6 @@ class GroundingResult:
     iou: float
     correct: bool
     scores: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RefInfo:
-    """What the evaluation reads of a referring expression: its image, split and ground-truth box."""
-
-    ref_id: int
-    image_id: int
-    split: str
-    bbox: tuple[float, float, float, float]
 
 
 def score_results(

@@ -79,6 +79,11 @@ def retrieval_model(cfg: ModelConfig) -> ALBEFRetrieval:
     )
 
 
+TASK_MODELS.add(
+    "grounding", retrieval_model, help="the retrieval model (Grounding.py): Grad-CAM of its ITM or ITC path"
+)
+
+
 @TASK_MODELS.register("vqa", help="question encoder + causal answer decoder, answer-list ranking")
 def vqa_model(cfg: ModelConfig) -> ALBEFVQA:
     """The VQA model."""

@@ -10,6 +10,7 @@ TASK_MODULES = (
     "albef.tasks.retrieval",
     "albef.tasks.vqa",
     "albef.tasks.nlvr",
+    "albef.tasks.grounding",
 )
 """Modules whose import registers their tasks in :data:`TASKS`."""
 

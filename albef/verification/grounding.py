@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from albef.checkpoint.convert import load_checkpoint
+from albef.data.records import RefInfo
 from albef.data.tokenizer import load_tokenizer
 from albef.evaluation.gradcam import Gradcam, gradcam
-from albef.evaluation.grounding import RefInfo, compute_iou, score_results, split_accuracy, upsample_map
+from albef.evaluation.grounding import compute_iou, score_results, split_accuracy, upsample_map
 from albef.models import create_model
 from albef.models.albef import ALBEFRetrieval
 from albef.verification.compare import CheckRow, Status, compare

@@ -147,8 +147,11 @@ def test_detection_rules_and_errors() -> None:
         detect_layout({"text_encoder.bert.embeddings.x": t, "mlm_head.bias": t})
     with pytest.raises(ValueError, match="5 output classes"):
         detect_layout({"cls_head.2.weight": torch.zeros(5, 4)})
-    with pytest.raises(ValueError, match="unknown task 'grounding'"):
-        ours_to_official({}, "grounding")
+    with pytest.raises(ValueError, match="unknown task 'captioning'"):
+        ours_to_official({}, "captioning")
+    # Grounding.py's model is the retrieval model: the same official layout
+    state = {"itm_head.weight": t, "temp": t}
+    assert list(ours_to_official(state, "grounding")) == list(ours_to_official(state, "retrieval"))
 
 
 def test_layout_errors_name_the_problem() -> None:

@@ -18,6 +18,7 @@ from albef.data.formats_grounding import (
     refs_to_json,
     safe_unpickle,
 )
+from albef.data.records import GroundingRecord
 
 REFS = [
     {
@@ -100,7 +101,9 @@ def test_train_records_share_the_index_of_their_image_file(tmp_path: Path) -> No
     out = read_grounding_train(path)
     assert [r.idx for r in out] == [0, 1, 0] and out[2].caption == "person in red"
     (tmp_path / "val.json").write_text(json.dumps([dict(records[0], ref_id=5)]))
-    assert read_grounding_eval(tmp_path / "val.json") == [("train2014/a.jpg", "man on the left", 5)]
+    assert read_grounding_eval(tmp_path / "val.json") == [
+        GroundingRecord("train2014/a.jpg", "man on the left", 5)
+    ]
 
 
 def test_proposals_keep_four_numbers_and_bad_boxes_name_the_image(tmp_path: Path) -> None:

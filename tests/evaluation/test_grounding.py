@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from albef.data.records import RefInfo
 from albef.evaluation.gradcam import gradcam
 from albef.evaluation.grounding import (
-    RefInfo,
     compute_iou,
     proposal_scores,
     score_results,

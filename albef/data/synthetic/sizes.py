@@ -21,6 +21,7 @@ class SizeSpec:
         nlvr_sets: (train, dev, test) NLVR² sets; each is one sentence judged on 1-4 image pairs.
         ve_images: (train, dev, test) SNLI-VE images; each gets 6 hypotheses, 2 per class.
         noisy_caption_fraction: Share of pretraining captions swapped for another image's caption.
+        grounding_images: (train, val, test) images with referring expressions, boxes and proposals.
     """
 
     description: str
@@ -34,6 +35,7 @@ class SizeSpec:
     nlvr_sets: tuple[int, int, int]
     ve_images: tuple[int, int, int]
     noisy_caption_fraction: float = 0.1
+    grounding_images: tuple[int, int, int] = (0, 0, 0)
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -48,6 +50,7 @@ SIZES: dict[str, SizeSpec] = {
         vg_images=8,
         nlvr_sets=(12, 4, 4),
         ve_images=(8, 4, 4),
+        grounding_images=(12, 6, 6),
     ),
     "medium": SizeSpec(
         description="default for the synthetic presets: ~15k images, sized for minutes of CPU training",
@@ -60,5 +63,6 @@ SIZES: dict[str, SizeSpec] = {
         vg_images=250,
         nlvr_sets=(1200, 100, 100),
         ve_images=(300, 50, 50),
+        grounding_images=(800, 100, 100),
     ),
 }

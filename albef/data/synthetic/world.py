@@ -16,6 +16,7 @@ from typing import Any
 
 from albef.data.synthetic.captioning import build_pretrain, build_retrieval
 from albef.data.synthetic.chance import world_chance
+from albef.data.synthetic.grounding import build_grounding
 from albef.data.synthetic.plan import Plan, pixel_stream
 from albef.data.synthetic.reasoning import build_nlvr, build_ve
 from albef.data.synthetic.render import write_image
@@ -36,7 +37,7 @@ from albef.data.synthetic.writers import (
 from albef.errors import ConfigError
 
 GENERATOR = "albef.data.synthetic"
-WORLD_VERSION = "2"
+WORLD_VERSION = "3"
 """Bump whenever the same (size, seed, image size) would give different files."""
 TOKENIZER_DIR = "tokenizer"
 VOCAB_SIZE = 512
@@ -82,6 +83,7 @@ def plan_world(size: str = "small", seed: int = 0, image_size: int = DEFAULT_IMA
     build_vqa(plan, spec)
     build_nlvr(plan, spec)
     build_ve(plan, spec)
+    build_grounding(plan, spec, image_size)  # last: every earlier image keeps its id and pixels
     plan.info["scenes"] = SCENES_NOTE
     plan.files["scenes.json"] = {
         image.path: {"image_id": image.image_id, **image.scene.to_json()} for image in plan.images
