@@ -166,12 +166,14 @@ def run_evaluation(
     options = dict(options or {})
     if not Path(checkpoint).is_file():
         raise CheckpointError(f"--checkpoint {checkpoint}: no such checkpoint file")
+    if task is not None and cfg.task != task:
+        raise ConfigError(f"config {cfg.name!r} is for task '{cfg.task}', not {task}")
+    world, precision = prepare_evaluation(cfg)  # a synthetic world is generated before its tokenizer is read
     chosen = build_task(cfg, task)
     if split not in chosen.splits:
         raise ConfigError(f"task {cfg.task!r} has no split {split!r}; valid: {', '.join(chosen.splits)}")
     out = out or chosen.evaluation_dir()
     refuse_overwrite(report_files(chosen, split, out, options), overwrite)
-    world, precision = prepare_evaluation(cfg)
     model = evaluation_model(cfg, checkpoint, precision)
     return evaluate_split(
         chosen, model, precision, split, out, checkpoint=checkpoint, options=options, is_main=world.is_main

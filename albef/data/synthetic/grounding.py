@@ -3,8 +3,8 @@
 Every object of a scene whose shortest attribute description is unique in it gets an expression ("the red
 square", "the small star", "the large blue circle"); its ground-truth box is the box the renderer draws the
 shape in (centre of its cell plus jitter, radius by size), in pixels of the written image. Each evaluation image
-has proposals: every object's box moved and resized by up to 10 %, plus two random boxes, so a random pick
-is right about 1 / (objects + 2) of the time and only the referred object's proposal has IoU >= 0.5 with the
+has proposals: every object's box moved and resized by up to 10 %, plus two object-sized boxes in empty cells
+(a detector's false positives), so a random pick is right about 1 / (objects + 2) of the time and only the referred object's proposal has IoU >= 0.5 with the
 ground truth. The splits follow RefCOCO+'s naming: ``val`` holds every kind of object, ``testA`` the
 expressions about circles, squares and triangles, ``testB`` about stars, crosses and diamonds (RefCOCO+'s
 testA is people, testB other objects).
@@ -62,10 +62,18 @@ def _proposal(box: list[float], rng: random.Random, image_size: int) -> list[flo
     return [round(max(0.0, nx), 2), round(max(0.0, ny), 2), round(w * scale, 2), round(h * scale, 2)]
 
 
-def _distractor(rng: random.Random, image_size: int) -> list[float]:
-    w, h = rng.uniform(0.15, 0.5) * image_size, rng.uniform(0.15, 0.5) * image_size
-    x, y = rng.uniform(0, image_size - w), rng.uniform(0, image_size - h)
-    return [round(x, 2), round(y, 2), round(w, 2), round(h, 2)]
+def _distractor(scene: Scene, rng: random.Random, image_size: int, count: int) -> list[list[float]]:
+    """Object-like boxes at ``count`` empty cells (as a detector's false positives: the size of an object)."""
+    taken = {(o.row, o.col) for o in scene.objects}
+    free = [cell for cell in range(GRID * GRID) if (cell // GRID, cell % GRID) not in taken]
+    boxes = []
+    for cell in rng.sample(free, min(count, len(free))):
+        phantom = SceneObject(
+            "circle", "red", rng.choice(("small", "large")), cell // GRID, cell % GRID,
+            rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0),
+        )  # fmt: skip
+        boxes.append(object_box(phantom, image_size))
+    return boxes
 
 
 def build_grounding(plan: Plan, spec: SizeSpec, image_size: int) -> None:
@@ -90,7 +98,7 @@ def build_grounding(plan: Plan, spec: SizeSpec, image_size: int) -> None:
             boxes = [object_box(obj, image_size) for obj in scene.objects]
             if split != "train":
                 proposals = [_proposal(b, rng, image_size) for b in boxes]
-                proposals += [_distractor(rng, image_size) for _ in range(DISTRACTORS)]
+                proposals += _distractor(scene, rng, image_size, DISTRACTORS)
                 rng.shuffle(proposals)
                 dets[str(image.image_id)] = proposals
             for obj, box in zip(scene.objects, boxes, strict=True):
