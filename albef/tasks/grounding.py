@@ -159,7 +159,7 @@ class GroundingTask(Task):
 
     def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
         """``<stem>-results.json`` (every expression's box, IoU and hit) and ``<stem>-heatmaps.png``."""
-        from albef.reporting.grounding_figure import heatmap_figure
+        from albef.evaluation.grounding_figure import heatmap_figure
 
         stem = self.report_stem(split)
         path = atomic_write_json(out / f"{stem}-results.json", as_records(result.outputs["results"]))

@@ -173,13 +173,13 @@ def test_corrupt_and_unknown_files_are_failure_rows(
     shutil.copy(official_tiny / "nlvr.pt", tmp_path / "nlvr.pt")
     (tmp_path / "broken.pt").write_bytes(b"not a torch file")
     torch.save(
-        {"config": {}, "state_dict": {}, "inputs": {}, "outputs": {}, "meta": {"model": "grounding"}},
-        tmp_path / "grounding.pt",
+        {"config": {}, "state_dict": {}, "inputs": {}, "outputs": {}, "meta": {"model": "captioning"}},
+        tmp_path / "captioning.pt",
     )
     assert main(["verify-reference", str(tmp_path), "--only", "nlvr"]) == 1
     table = _table_rows(capsys.readouterr().out)
     assert table[("broken.pt", "(file)")].startswith("- FAIL cannot read broken.pt")
-    assert "unknown official model 'grounding'" in table[("grounding.pt", "(file)")]
+    assert "unknown official model 'captioning'" in table[("captioning.pt", "(file)")]
     assert "pass" in table[("nlvr.pt", "logits")]
 
 
