@@ -52,7 +52,7 @@ def official_checkpoint(world: Path, task: str, config: str, path: Path, *extra:
 
 
 def test_dry_run_lists_the_official_protocol(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    pairs = [f"{t}={t}.pth" for t in ("retrieval-coco", "retrieval-flickr", "vqa", "nlvr", "ve")]
+    pairs = [f"{t}={t}.pth" for t in ("retrieval-coco", "retrieval-flickr", "vqa", "nlvr", "ve", "grounding")]
     argv = ["reproduce", "all", "--checkpoints", *pairs, "--data-root", "/data", "--out", str(tmp_path)]
     assert main([*argv, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -62,8 +62,9 @@ def test_dry_run_lists_the_official_protocol(capsys: pytest.CaptureFixture[str],
     assert "vqa/vqa-test: 384 px, k 128, split test -> paper split test-dev" in out
     assert "nlvr/nlvr-test: 384 px, split test -> paper split test-P" in out
     assert "ve/ve-dev: 384 px, split dev -> paper split val" in out
+    assert "grounding/grounding-test: 384 px, split test -> paper split test, fine-tuned" in out
     commands = [line for line in out.splitlines() if line.startswith("albef ")]
-    assert len(commands) == 9 and all("--set data.root=/data" in line for line in commands)
+    assert len(commands) == 11 and all("--set data.root=/data" in line for line in commands)
     zero_shot = next(line for line in commands if "zeroshot" in line)
     assert "--config retrieval_flickr" in zero_shot and "--checkpoint retrieval-coco.pth" in zero_shot
     assert not list(tmp_path.iterdir())  # nothing run, nothing written
@@ -119,3 +120,32 @@ def test_vqa_end_to_end_writes_server_file_and_scores_val(world: Path, tmp_path:
     not_covered = paper.split("Paper cells not covered")[1]
     assert "test-dev" in not_covered and "74.54" in not_covered
     assert f"`vqa/vqa-val` (vqa_v2 val): overall {val.metrics['overall'].value:.2f}" in paper
+
+
+def test_grounding_end_to_end_loads_the_bare_released_form(world: Path, tmp_path: Path) -> None:
+    """refcoco.pth is a bare state dict without teachers or queues (ALBEF#50): reproduce loads and scores it."""
+    torch.manual_seed(0)
+    cfg = load_config("grounding", [f"data.root={world}", *STAND_IN])
+    official = ours_to_official(create_model("grounding", cfg.model).state_dict(), "grounding")
+    bare = {
+        k: v for k, v in official.items() if "_m." not in k and not k.endswith("_queue") and k != "queue_ptr"
+    }
+    torch.save(bare, tmp_path / "refcoco.pth")
+    out = tmp_path / "out"
+    argv = [
+        "reproduce",
+        "grounding",
+        "--checkpoint",
+        str(tmp_path / "refcoco.pth"),
+        "--data-root",
+        str(world),
+    ]
+    files = [f"data.{key}=grounding/{name}" for key, name in (
+        ("val_file", "refcoco+_val.json"), ("test_file", "refcoco+_test.json"), ("det_file", "dets.json"),
+        ("refs_file", "refs.json"), ("instances_file", "instances.json"))]  # fmt: skip
+    assert main([*argv, "--out", str(out), *set_args([*STAND_IN, *files, "eval.gradcam_block=1"])]) == 0
+    test = RunReport.load(out / "grounding" / "grounding-test" / "grounding-refcoco+-test.json")
+    val = RunReport.load(out / "grounding" / "grounding-val" / "grounding-refcoco+-val.json")
+    assert list(test.metrics) == ["testA_d", "testB_d"] and list(val.metrics) == ["val_d"]
+    assert (out / "grounding" / "grounding-test" / "grounding-refcoco+-test-heatmaps.png").is_file()
+    assert "grounding" in (out / "paper.md").read_text()  # measured without a paper cell

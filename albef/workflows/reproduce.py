@@ -85,6 +85,10 @@ TARGETS: dict[str, tuple[Evaluation, ...]] = {
     ),
     "nlvr": (Evaluation("nlvr-dev", "nlvr", "dev", "dev"), Evaluation("nlvr-test", "nlvr", "test", "test-P")),
     "ve": (Evaluation("ve-dev", "ve", "dev", "val"), Evaluation("ve-test", "ve", "test", "test")),
+    "grounding": (
+        Evaluation("grounding-val", "grounding", "val", "val"),
+        Evaluation("grounding-test", "grounding", "test", "test"),
+    ),
 }
 """Target -> its evaluations, in order. The official protocol (resolution, ``eval.k_test``: 256 COCO, 128
 Flickr30K and VQA) comes from the presets, so ``--set`` can shrink it for tests."""
