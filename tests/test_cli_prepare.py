@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from albef.cli.main import main
 from albef.data import read_nlvr, read_vqa_train
 from albef.data.shards import ShardMember
 
-NAMES = ("cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa")
+NAMES = ("cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa", "refcoco+")
 
 
 def vg_root(tmp_path: Path) -> Path:
@@ -128,3 +129,40 @@ def test_prepare_help_explains_the_command(capsys: pytest.CaptureFixture[str]) -
         "Exit status",
     ):
         assert needle in text
+
+
+def test_prepare_refcoco_plus_converts_the_refs_pickle_safely(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from albef.data.formats_grounding import read_dets, read_grounding_eval, read_refer
+
+    root, out = tmp_path / "root", tmp_path / "out"
+    release, refer = root / "albef_release", root / "refer" / "refcoco+"
+    (release / "refcoco+").mkdir(parents=True)
+    refer.mkdir(parents=True)
+    image = "train2014/COCO_train2014_000000580001.jpg"
+    (release / "refcoco+_train.json").write_text(json.dumps([{"image": image, "text": "man left"}]))
+    for split in ("val", "test"):
+        (release / f"refcoco+_{split}.json").write_text(
+            json.dumps([{"image": image, "text": "man", "ref_id": 7}])
+        )
+    (release / "refcoco+" / "dets.json").write_text(json.dumps({"580001": [[1, 2, 30, 40, 0.9]]}))
+    refs = [{"ref_id": 7, "ann_id": 70, "image_id": 580001, "split": "testA", "sentences": [{"sent": "man"}]}]
+    (refer / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    instances = {
+        "images": [{"id": 580001, "height": 480, "width": 640}],
+        "annotations": [{"id": 70, "image_id": 580001, "bbox": [1, 2, 30, 40]}],
+    }
+    (refer / "instances.json").write_text(json.dumps(instances))
+    argv = ["data", "prepare", "refcoco+", "--root", str(root), "--out", str(out), "--no-images"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.rstrip().endswith("all checks passed")
+    refs_read, sizes = read_refer(out / "refcoco+_refs.json", out / "refcoco+_instances.json")
+    assert refs_read[7].bbox == (1.0, 2.0, 30.0, 40.0) and sizes == {580001: (480, 640)}
+    assert read_dets(out / "refcoco+_dets.json") == {"580001": [[1.0, 2.0, 30.0, 40.0]]}
+    assert read_grounding_eval(out / "refcoco+_test.json")[0].ref_id == 7
+    # a refs pickle that would run code is refused, the file named
+    (refer / "refs(unc).p").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    assert main([*argv, "--out", str(tmp_path / "out2")]) != 0
+    err = capsys.readouterr().err
+    assert "refs(unc).p: unsafe or corrupt pickle: refused to load os.system" in err

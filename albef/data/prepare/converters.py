@@ -226,6 +226,16 @@ def _release(src: SourceInputs) -> Converted:
     return Converted({"file": src.inputs[0]})
 
 
+@CONVERTERS.register("refer_refs", help="REFER refs(unc).p (read without running pickled code) -> refs JSON")
+def _refer_refs(src: SourceInputs) -> Converted:
+    from albef.data.formats_grounding import refs_to_json, safe_unpickle
+
+    refs = safe_unpickle(src.inputs[0])
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise DataError(src.inputs[0], "expected a list of ref dicts")
+    return Converted({"main": refs_to_json(refs)})
+
+
 @CONVERTERS.register("karpathy", help="Karpathy dataset_*.json -> retrieval train/val/test")
 def _karpathy(src: SourceInputs) -> Converted:
     groups = karpathy_groups(src.inputs[0], src.options.get("image_dir"), src.options.get("id_field"))

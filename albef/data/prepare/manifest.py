@@ -241,6 +241,10 @@ RECIPES = (
     ("cc3m", "Conceptual Captions 3M (pretraining; img2dataset download)"),
     ("sbu", "SBU Captions (pretraining; img2dataset download)"),
     ("cc12m", "Conceptual 12M (pretraining for ALBEF 14M; img2dataset download)"),
+    (
+        "refcoco+",
+        "RefCOCO+: referring expressions on COCO images (weakly-supervised grounding)",
+    ),
 )
 DATASETS: Registry[DatasetRecipe] = Registry("dataset")
 for _name, _title in RECIPES:

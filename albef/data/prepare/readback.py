@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from albef.data import formats
+from albef.data.errors import DataError
+from albef.data.formats_base import load_json, top_level_object
+from albef.data.formats_grounding import read_dets, read_grounding_eval, read_grounding_train
 from albef.data.records import RetrievalEvalSet, VQARecord
 
 
@@ -65,6 +68,36 @@ def _answer_list(path: Path) -> Contents:
     return Contents({"records": len(formats.read_answer_list(path))}, [])
 
 
+def _grounding_train(path: Path) -> Contents:
+    recs = read_grounding_train(path)
+    return _records_contents([r.image for r in recs], len(recs))
+
+
+def _grounding_eval(path: Path) -> Contents:
+    recs = read_grounding_eval(path)
+    return _records_contents([r.image for r in recs], len(recs))
+
+
+def _grounding_dets(path: Path) -> Contents:
+    dets = read_dets(path)
+    return Contents({"images": len(dets), "proposals": sum(len(b) for b in dets.values())}, [])
+
+
+def _refer_refs(path: Path) -> Contents:
+    refs = load_json(path)
+    if not isinstance(refs, list):
+        raise DataError(path, f"expected a list of refs, got {type(refs).__name__}")
+    return Contents({"refs": len(refs)}, [])
+
+
+def _refer_instances(path: Path) -> Contents:
+    coco = top_level_object(path)
+    return Contents(
+        {"images": len(list(coco.objects("images"))), "annotations": len(list(coco.objects("annotations")))},
+        [],
+    )
+
+
 FORMATS: dict[str, Callable[[Path], Contents]] = {
     "pretrain": _pretrain,
     "retrieval_train": _retrieval_train,
@@ -74,5 +107,10 @@ FORMATS: dict[str, Callable[[Path], Contents]] = {
     "answer_list": _answer_list,
     "nlvr": _nlvr,
     "ve": _ve,
+    "grounding_train": _grounding_train,
+    "grounding_eval": _grounding_eval,
+    "grounding_dets": _grounding_dets,
+    "refer_refs": _refer_refs,
+    "refer_instances": _refer_instances,
 }
 """Output format -> reader-backed summary; every output is read back through the official-format reader."""
