@@ -113,8 +113,7 @@ def flops_part(size: Any, device: str, out: Path) -> Path:
 def vqa_ranking_part(size: Any, device: str, out: Path) -> Path:
     """Questions/s of answer-list ranking (official scoring, k = ``size.k``) in fp32 and bf16 autocast, decoder
     calls cut to the evaluator's memory budget."""
-    from albef.evaluation.memory_plan import call_budget
-    from albef.evaluation.vqa import DEFAULT_RANK_BUDGET_MB, rank_chunk_rows
+    from albef.evaluation.memory_plan import call_budget, rank_chunk_rows
     from albef.models import create_model, model_preset
     from albef.reporting.environment import collect_environment, utc_now_iso
     from albef.reporting.measure import StageTimer
@@ -139,7 +138,7 @@ def vqa_ranking_part(size: Any, device: str, out: Path) -> Path:
     )
     start, tic = utc_now_iso(), time.perf_counter()
     timer = StageTimer(dev, warmup=size.warmup)
-    budget = call_budget(dev)[0] if dev.type == "cuda" else DEFAULT_RANK_BUDGET_MB
+    budget = call_budget(dev)[0]
     rows = {}
     for precision, dtype in (("fp32", None), ("amp_bf16", torch.bfloat16)):
         rows[precision] = rank_chunk_rows(model, 12, width, budget, 4 if dtype is None else 2, size.k)  # type: ignore[arg-type]

@@ -68,8 +68,8 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
 def _vqa_score(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from albef.evaluation.vqa import read_result_file, read_vqa_annotations
     from albef.evaluation.vqa_eval import QuestionIdMismatchError, vqa_accuracy
+    from albef.evaluation.vqa_files import read_result_file, read_vqa_annotations
 
     answers = read_result_file(args.results)
     truths = read_vqa_annotations(args.annotations, args.questions)

@@ -3,13 +3,7 @@
 from albef.evaluation.metrics import ranks_of_targets, retrieval_metrics
 
 __all__ = ["ranks_of_targets", "retrieval_metrics"]
-from albef.evaluation.vqa import (
-    VQAEvaluator,
-    VQASplit,
-    read_result_file,
-    read_vqa_annotations,
-    write_result_file,
-)
+from albef.evaluation.vqa import VQAEvaluator, VQASplit
 from albef.evaluation.vqa_eval import (
     GroundTruth,
     VQAAccuracy,
@@ -17,6 +11,7 @@ from albef.evaluation.vqa_eval import (
     normalize_answer,
     vqa_accuracy,
 )
+from albef.evaluation.vqa_files import read_result_file, read_vqa_annotations, write_result_file
 
 __all__ += [
     "GroundTruth",

@@ -1,4 +1,6 @@
-"""How much memory the retrieval evaluation of a split takes, and how many pairs one fusion call may hold.
+"""How much memory the retrieval evaluation of a split takes, and how many pairs one fusion call may hold
+(:func:`plan_memory`, :func:`call_budget`); how many (question, candidate) rows one VQA decoder call may hold
+(:func:`rank_chunk_rows`).
 
 :func:`plan_memory`, e.g. COCO-5k at 384 px with ViT-B/16 and BERT-base (N_i = 5,000, S = 577 tokens of width
 768, N_t = 25,010 texts of 30 tokens):
@@ -20,6 +22,7 @@ import torch
 
 from albef.models.albef import ContrastiveALBEF
 from albef.models.bert import BertLayer
+from albef.models.vqa import ALBEFVQA
 
 FEATURE_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -156,4 +159,35 @@ def plan_memory(
     )
 
 
-# -- the cache ------------------------------------------------------------------------------------------------
+# -- VQA answer ranking ------------------------------------------------------------------------------------
+DEFAULT_RANK_CHUNK = 2048
+"""Most (question, candidate) rows per teacher-forced decoder call, whatever the memory budget allows: 16
+questions x 128 candidates."""
+
+
+def answer_row_bytes(model: ALBEFVQA, question_len: int, answer_len: int, compute_bytes: int = 4) -> int:
+    """An upper bound of the memory one (question, candidate) row takes in a decoder call of ``model``.
+
+    The vocabulary logits dominate (float32 logits and log-probabilities of every answer token: ~2.9 MB a row
+    at the base size); then the question states gathered for the row and one layer's cross-attention keys
+    and values, the answer's activations and the attention scores.
+    """
+    layer: BertLayer = model.text_decoder.encoder.layer[0]  # type: ignore[assignment]
+    hidden, inner = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
+    heads, vocab = layer.attention.self.num_heads, model.lm_head.decoder.out_features
+    logits = answer_len * vocab * (compute_bytes + 8)
+    question = 3 * question_len * hidden * compute_bytes
+    answer = (
+        answer_len * (6 * hidden + inner) * compute_bytes
+        + heads * answer_len * max(answer_len, question_len) * 4
+    )
+    return logits + question + answer
+
+
+def rank_chunk_rows(
+    model: ALBEFVQA, question_len: int, answer_len: int, budget_mb: float, compute_bytes: int = 4, k: int = 1
+) -> int:
+    """(question, candidate) rows per decoder call within ``budget_mb`` (at least ``k``, one question's
+    candidates; at most :data:`DEFAULT_RANK_CHUNK`)."""
+    rows = int(budget_mb * 2**20) // answer_row_bytes(model, question_len, answer_len, compute_bytes)
+    return max(k, min(DEFAULT_RANK_CHUNK, rows))

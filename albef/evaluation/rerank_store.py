@@ -13,7 +13,7 @@ On a CPU both are the same memory; ``device`` is then chosen, and ``host`` runs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -21,7 +21,6 @@ from torch import Tensor
 from albef.evaluation.memory_plan import MemoryPlan
 from albef.evaluation.rerank_layout import CallPlan
 
-Residency = Literal["auto", "device", "host"]
 RESIDENCIES: tuple[str, ...] = ("auto", "device", "host")
 
 RESIDENT_FRACTION = 0.8

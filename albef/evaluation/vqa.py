@@ -1,4 +1,4 @@
-"""VQA evaluation: answer-list ranking over a split, the evaluation-server result file, local scoring.
+"""VQA evaluation: answer-list ranking over a split, then the evaluation-server result file and local scoring.
 
 :class:`VQAEvaluator` encodes each batch of questions, ranks the answer list (first-token top-k, then
 teacher-forced re-scoring; :meth:`~albef.models.vqa.ALBEFVQA.rank_answers`) and keeps the best answer per
@@ -6,15 +6,14 @@ question. Under ``torchrun`` every rank ranks its shard; the shards are gathered
 evaluation sampler pads with repeated questions, spec §5.2 step 6).
 
 The result file is the official server format ``[{"question_id": int, "answer": str}, ...]``:
-:func:`write_result_file` writes it once per question and refuses an incomplete set, naming the missing ids.
-Scoring itself is :mod:`albef.evaluation.vqa_eval`.
+:func:`~albef.evaluation.vqa_files.write_result_file` writes it once per question and refuses an incomplete
+set, naming the missing ids (the files are :mod:`albef.evaluation.vqa_files`). Scoring itself is
+:mod:`albef.evaluation.vqa_eval`; the rows of a decoder call are :func:`~albef.evaluation.memory_plan.rank_chunk_rows`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from albef.config.schema import BadImageMode
 from albef.data.collate import TextPolicy, VQABatch, VQACollator
 from albef.data.datasets import VQADataset
 from albef.data.errors import DataError
-from albef.data.formats_base import describe, load_json, top_level_object
 from albef.data.loaders import build_loader, set_epoch
 from albef.data.records import VQARecord
 from albef.data.tokenizer import TextTokenizer, TokenBatch
@@ -35,11 +33,9 @@ from albef.data.transforms import build_test_transform
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.precision import Precision
 from albef.evaluation.base import EvalResult, Evaluator
-from albef.evaluation.memory_plan import call_budget
+from albef.evaluation.memory_plan import call_budget, rank_chunk_rows
 from albef.evaluation.partial import PartialAnswers
 from albef.evaluation.vqa_eval import (
-    ANSWER_TYPE,
-    QUESTION_TYPE,
     GroundTruth,
     QuestionIdMismatchError,
     Rounding,
@@ -48,178 +44,13 @@ from albef.evaluation.vqa_eval import (
     check_question_ids,
     vqa_accuracy,
 )
-from albef.fileio import atomic_write
-from albef.models.bert import BertLayer
+from albef.evaluation.vqa_files import ConflictingAnswersError, merge_answers
 from albef.models.vqa import ALBEFVQA, AnswerScoring
 from albef.progress import track
 from albef.reporting.measure import StageTimer
 
 DEFAULT_K = 128
 """Candidates re-scored per question (the official ``k_test``)."""
-
-DEFAULT_RANK_CHUNK = 2048
-"""Most (question, candidate) rows per teacher-forced decoder call, whatever the memory budget allows: 16
-questions x 128 candidates."""
-DEFAULT_RANK_BUDGET_MB = 1024
-"""Memory budget of one teacher-forced decoder call on a CPU (on CUDA: see
-:func:`~albef.evaluation.memory_plan.call_budget`)."""
-
-
-def answer_row_bytes(model: ALBEFVQA, question_len: int, answer_len: int, compute_bytes: int = 4) -> int:
-    """An upper bound of the memory one (question, candidate) row takes in a decoder call of ``model``.
-
-    The vocabulary logits dominate (float32 logits and log-probabilities of every answer token: ~2.9 MB a row
-    at the base size); then the question states gathered for the row and one layer's cross-attention keys
-    and values, the answer's activations and the attention scores.
-    """
-    layer: BertLayer = model.text_decoder.encoder.layer[0]  # type: ignore[assignment]
-    hidden, inner = layer.intermediate.dense.in_features, layer.intermediate.dense.out_features
-    heads, vocab = layer.attention.self.num_heads, model.lm_head.decoder.out_features
-    logits = answer_len * vocab * (compute_bytes + 8)
-    question = 3 * question_len * hidden * compute_bytes
-    answer = (
-        answer_len * (6 * hidden + inner) * compute_bytes
-        + heads * answer_len * max(answer_len, question_len) * 4
-    )
-    return logits + question + answer
-
-
-def rank_chunk_rows(
-    model: ALBEFVQA, question_len: int, answer_len: int, budget_mb: float, compute_bytes: int = 4, k: int = 1
-) -> int:
-    """(question, candidate) rows per decoder call within ``budget_mb`` (at least ``k``, one question's
-    candidates; at most :data:`DEFAULT_RANK_CHUNK`)."""
-    rows = int(budget_mb * 2**20) // answer_row_bytes(model, question_len, answer_len, compute_bytes)
-    return max(k, min(DEFAULT_RANK_CHUNK, rows))
-
-
-class ConflictingAnswersError(ValueError):
-    """A question id came back with two different answers; the message names it."""
-
-
-# -- result files -------------------------------------------------------------------------------------------
-def merge_answers(parts: Iterable[Iterable[tuple[int, str]]]) -> dict[int, str]:
-    """Merge ``(question_id, answer)`` pairs from several shards, keeping each question once.
-
-    A question repeated with the same answer (the padded evaluation sampler) is kept once; a question
-    repeated with different answers is an error.
-
-    Raises:
-        ConflictingAnswersError: Naming the first conflicting question id.
-    """
-    merged: dict[int, str] = {}
-    for part in parts:
-        for question_id, answer in part:
-            previous = merged.setdefault(question_id, answer)
-            if previous != answer:
-                raise ConflictingAnswersError(
-                    f"question {question_id} has two different answers: {previous!r} and {answer!r}"
-                )
-    return merged
-
-
-def server_records(answers: Mapping[int, str], question_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The evaluation-server list, one entry per question in ``question_ids`` order.
-
-    Raises:
-        QuestionIdMismatchError: ``answers`` misses some of ``question_ids`` or has others (both named).
-    """
-    check_question_ids(answers, question_ids)
-    return [{"question_id": int(qid), "answer": answers[qid]} for qid in question_ids]
-
-
-def write_result_file(path: str | Path, answers: Mapping[int, str], question_ids: Sequence[int]) -> Path:
-    """Write the server result file atomically; an incomplete answer set writes nothing and raises.
-
-    Args:
-        path: Destination (``.json``).
-        answers: Question id -> answer.
-        question_ids: Every question of the split, in file order.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        QuestionIdMismatchError: Missing (or foreign) question ids, listed.
-    """
-    records = server_records(answers, question_ids)
-    text = json.dumps(records, ensure_ascii=False) + "\n"
-
-    def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
-
-    return atomic_write(path, write)
-
-
-def read_result_file(path: str | Path) -> dict[int, str]:
-    """Read a server result file: a list of ``{"question_id": int, "answer": str}``.
-
-    A question may repeat with the same answer (merged files of padded samplers); the official loader keeps
-    the last, which is the same answer.
-
-    Raises:
-        DataError: Not a list, a malformed entry, or a question repeated with a different answer.
-    """
-    data = load_json(path)
-    if not isinstance(data, list):
-        raise DataError(path, f"expected a JSON list of results at the top level, got {describe(data)}")
-    answers: dict[int, str] = {}
-    for index, entry in enumerate(data):
-        if not isinstance(entry, dict):
-            raise DataError(path, f"expected an object, got {describe(entry)}", index=index)
-        qid, answer = entry.get("question_id"), entry.get("answer")
-        if not isinstance(qid, int) or isinstance(qid, bool):
-            raise DataError(
-                path, f"expected an integer, got {describe(qid)}", index=index, field="question_id"
-            )
-        if not isinstance(answer, str):
-            raise DataError(path, f"expected a string, got {describe(answer)}", index=index, field="answer")
-        if answers.setdefault(qid, answer) != answer:
-            message = f"question {qid} repeated with a different answer ({answers[qid]!r} before)"
-            raise DataError(path, message, index=index, field="answer")
-    return answers
-
-
-def read_vqa_annotations(annotations: str | Path, questions: str | Path | None = None) -> list[GroundTruth]:
-    """Read an official VQA v2 annotation file as :class:`GroundTruth`, in file order.
-
-    Args:
-        annotations: ``{"annotations": [{"question_id", "answers": [{"answer"}, ...], "question_type",
-            "answer_type"}, ...]}``; the two types may be absent.
-        questions: The matching questions file; when given, its question ids must be the annotations' ids.
-
-    Raises:
-        DataError: A malformed file, a repeated question id, or question ids that differ between the files.
-    """
-    truths: list[GroundTruth] = []
-    seen: set[int] = set()
-    for rec in top_level_object(annotations).objects("annotations"):
-        qid = rec.integer("question_id")
-        if qid in seen:
-            raise rec.error("question_id", f"duplicate annotation for question {qid}")
-        seen.add(qid)
-        answers = tuple(item.string("answer") for item in rec.objects("answers"))
-        if not answers:
-            raise rec.error("answers", "empty list")
-        types = rec.optional_string(QUESTION_TYPE), rec.optional_string(ANSWER_TYPE)
-        truths.append(GroundTruth(qid, answers, *types))
-    if questions is not None:
-        asked = [q.integer("question_id") for q in top_level_object(questions).objects("questions")]
-        try:
-            check_question_ids(seen, asked)
-        except ValueError as err:
-            raise DataError(annotations, f"does not match {questions}: {err}") from None
-    return truths
-
-
-def ground_truth_of(records: Sequence[VQARecord]) -> list[GroundTruth] | None:
-    """Ground truth from records that carry their annotators' answers (``vqa_val.json``), else ``None``."""
-    truths = [
-        GroundTruth(r.question_id, r.raw_answers, r.question_type, r.answer_type)
-        for r in records
-        if r.question_id is not None and r.raw_answers
-    ]
-    return truths if truths and len(truths) == len(records) else None
 
 
 # -- the evaluator ------------------------------------------------------------------------------------------
@@ -264,10 +95,7 @@ class RankingOptions:
         """Rows of one decoder call for questions of ``question_len`` tokens."""
         if self.chunk_size:
             return self.chunk_size
-        device = precision.device
-        budget = self.budget_mb or (
-            call_budget(device)[0] if device.type == "cuda" else DEFAULT_RANK_BUDGET_MB
-        )
+        budget = call_budget(precision.device, self.budget_mb)[0]
         compute_bytes = 2 if precision.autocast_dtype is not None else 4
         return rank_chunk_rows(model, question_len, answer_len, budget, compute_bytes, self.k)
 

@@ -109,12 +109,7 @@ class GroundingTask(Task):
         with the refs of ``data.refs_file`` and ``data.instances_file``."""
         del unused  # checkpoint, work_dir: nothing to cache or resume here
         data = self.cfg.data
-        name = {"val": data.val_file, "test": data.test_file}.get(split)
-        if not name:
-            raise ConfigError(
-                f"the config names no file for the grounding split {split!r} (data.{split}_file)"
-            )
-        path = data_path(data, name)
+        path = self._split_file(split)
         refs, sizes = read_refer(
             self._file("refs_file", "the REFER refs"), self._file("instances_file", "instances.json")
         )
@@ -171,8 +166,13 @@ class GroundingTask(Task):
             result.extra["heatmap_figure"] = str(figure)
 
     def _split_file(self, split: str) -> Path:
-        name = {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}[split]
-        return data_path(self.cfg.data, str(name))
+        """The annotation file of ``split`` (``data.val_file`` / ``data.test_file``)."""
+        name = {"val": self.cfg.data.val_file, "test": self.cfg.data.test_file}.get(split)
+        if not name:
+            raise ConfigError(
+                f"the config names no file for the grounding split {split!r} (data.{split}_file)"
+            )
+        return data_path(self.cfg.data, name)
 
 
 TASKS.add("grounding", GroundingTask, "RefCOCO+ weakly-supervised grounding: Grad-CAM of ITM, box accuracy")

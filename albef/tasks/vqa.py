@@ -37,15 +37,8 @@ from albef.engine.trainer import Objective
 from albef.errors import ConfigError
 from albef.evaluation.base import EvalResult
 from albef.evaluation.partial import PartialAnswers
-from albef.evaluation.vqa import (
-    LoaderOptions,
-    RankingOptions,
-    VQAEvaluator,
-    VQASplit,
-    ground_truth_of,
-    read_vqa_annotations,
-    write_result_file,
-)
+from albef.evaluation.vqa import LoaderOptions, RankingOptions, VQAEvaluator, VQASplit
+from albef.evaluation.vqa_files import ground_truth_of, read_vqa_annotations, write_result_file
 from albef.models.vqa import ALBEFVQA
 from albef.reporting.environment import file_sha256
 from albef.tasks.base import TASKS, Option, Task

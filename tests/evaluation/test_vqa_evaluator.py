@@ -17,13 +17,8 @@ from albef.config.schema import ExperimentConfig
 from albef.data.tokenizer import TextTokenizer
 from albef.engine.precision import resolve_precision
 from albef.errors import DataError
-from albef.evaluation.vqa import (
-    RankingOptions,
-    VQAEvaluator,
-    VQASplit,
-    answer_row_bytes,
-    rank_chunk_rows,
-)
+from albef.evaluation.memory_plan import answer_row_bytes, rank_chunk_rows
+from albef.evaluation.vqa import RankingOptions, VQAEvaluator, VQASplit
 from albef.models.builders import create_model
 from albef.models.vqa import ALBEFVQA
 from albef.reporting.schema import RunReport

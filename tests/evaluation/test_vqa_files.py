@@ -10,14 +10,14 @@ import pytest
 from albef.cli.main import main
 from albef.data.errors import DataError
 from albef.data.formats import read_answer_list
-from albef.evaluation.vqa import (
+from albef.evaluation.vqa_eval import QuestionIdMismatchError, normalize_answer, vqa_accuracy
+from albef.evaluation.vqa_files import (
     ConflictingAnswersError,
     merge_answers,
     read_result_file,
     read_vqa_annotations,
     write_result_file,
 )
-from albef.evaluation.vqa_eval import QuestionIdMismatchError, normalize_answer, vqa_accuracy
 
 QUESTIONS = "vqav2_train2014_3q_questions__allennlp_fixture.json"
 ANNOTATIONS = "vqav2_train2014_3q_annotations__allennlp_fixture.json"

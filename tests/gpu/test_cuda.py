@@ -152,7 +152,7 @@ def test_cuda_event_timing_sees_queued_work() -> None:
 
 
 def test_vqa_ranking_stays_within_its_memory_budget() -> None:
-    from albef.evaluation.vqa import rank_chunk_rows
+    from albef.evaluation.memory_plan import rank_chunk_rows
 
     torch.manual_seed(0)
     model = create_model("vqa", model_preset("albef_tiny")).to(CUDA).eval()
