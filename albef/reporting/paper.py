@@ -1,8 +1,10 @@
 """The published result tables as data, and the comparison of a run report with them.
 
 The numbers live in ``albef/resources/paper_tables.json``, one *cell* per published number, transcribed only
-from the project's research note (``shared/reference/PAPER-AND-METRICS.md``, sections 1a-1d); each cell
-names the reprints the note cites for it. :func:`load_paper_cells` validates the file strictly.
+from the project's research notes (``shared/reference/PAPER-AND-METRICS.md`` sections 1a-1d for retrieval, VQA,
+NLVR2 and SNLI-VE; ``shared/reference/ALBEF-SPEC.md`` section 11 for RefCOCO+ grounding); each cell names the
+sources the note cites for it, and a cell whose number is not confirmed carries a ``note`` that every
+comparison prints. :func:`load_paper_cells` validates the file strictly.
 
 Matching rule (deliberately simple): a paper cell applies to a run when the run's ``task``, ``dataset`` and
 ``split`` equal the cell's, and the run's *setting* equals the cell's table setting. A run's setting is
@@ -34,6 +36,7 @@ TASK_METRICS: dict[str, frozenset[str]] = {
     "vqa": frozenset({"overall"}),
     "nlvr": frozenset({"accuracy", "consistency"}),
     "ve": frozenset({"accuracy"}),
+    "grounding": frozenset({"val_d", "testA_d", "testB_d"}),
 }
 """The metric names a cell of each task may carry (our official key names)."""
 
@@ -65,11 +68,11 @@ class PaperCell:
     Attributes:
         table: Table id (a key of the file's ``tables``).
         model: ``"ALBEF 4M"``, ``"ALBEF 14M"``, ``"BLIP ViT-B 14M"``.
-        task: Report task the number belongs to (``retrieval``, ``vqa``, ``nlvr``, ``ve``).
-        dataset: Report dataset (``coco``, ``flickr30k``, ``vqa_v2``, ``nlvr2``, ``snli_ve``).
+        task: Report task the number belongs to (``retrieval``, ``vqa``, ``nlvr``, ``ve``, ``grounding``).
+        dataset: Report dataset (``coco``, ``flickr30k``, ``vqa_v2``, ``nlvr2``, ``snli_ve``, ``refcoco+``).
         split: Report split (``test``, ``test-dev``, ``test-std``, ``dev``, ``test-P``, ``val``).
         setting: ``"finetuned"`` or ``"zero-shot"`` (from the table).
-        metric: Our metric name (``txt_r1`` ... ``img_r10``, ``overall``, ``accuracy``).
+        metric: Our metric name (``txt_r1`` ... ``img_r10``, ``overall``, ``accuracy``, ``val_d`` ...).
         value: The published value in percent.
         source: The reprints the note cites (``"ViCHA T2, SIMLA T3, ACL23 T1"``).
         note: A caveat about the number, if any.
@@ -103,6 +106,7 @@ class PaperRow:
     source: str
     ci_low: float | None = None
     ci_high: float | None = None
+    note: str | None = None
 
     @property
     def paper_inside(self) -> bool | None:
@@ -290,6 +294,7 @@ def _row(label: str, cell: PaperCell, metric: Metric) -> PaperRow:
         source=cell.source,
         ci_low=metric.ci_low,
         ci_high=metric.ci_high,
+        note=cell.note,
     )
 
 
@@ -301,6 +306,7 @@ def paper_markdown(comparison: PaperComparison) -> str:
     if comparison.rows:
         table = [_cells_of(row) for row in comparison.rows]
         lines.append(tabulate(table, headers=PAPER_HEADERS, tablefmt="github", disable_numparse=True))
+        lines += _note_lines(comparison.rows)
     else:
         lines.append("No paper cell matches these runs (task, dataset, split and zero-shot setting).")
     lines += ["", "### Paper cells not covered", ""]
@@ -316,6 +322,19 @@ def _cells_of(row: PaperRow) -> list[str]:
     return [*names, f"{row.paper:.2f}", f"{row.measured:.2f}", ci, inside, _signed(row.delta), row.source]
 
 
+def _note_lines(rows: Sequence[PaperRow]) -> list[str]:
+    """A caveat line per distinct cell note of ``rows`` (e.g. a number not yet confirmed against the paper)."""
+    notes: dict[str, list[str]] = {}
+    for row in rows:
+        if row.note:
+            notes.setdefault(row.note, []).append(f"{row.model} {row.split} {row.metric}")
+    return (
+        ["", *[f"Note ({', '.join(dict.fromkeys(cells))}): {note}" for note, cells in notes.items()]]
+        if notes
+        else []
+    )
+
+
 def _signed(delta: float) -> str:
     return "nan" if math.isnan(delta) else f"{delta:+.2f}"
 
@@ -323,7 +342,14 @@ def _signed(delta: float) -> str:
 def _uncovered_lines(cells: Sequence[PaperCell]) -> list[str]:
     """One bullet per (table, model, dataset, split) with its metrics and values."""
     groups: dict[tuple[str, str, str, str], list[str]] = {}
+    notes: dict[tuple[str, str, str, str], str] = {}
     for cell in cells:
         key = (cell.table, cell.model, cell.dataset, cell.split)
         groups.setdefault(key, []).append(f"{cell.metric} {cell.value:g}")
-    return [f"- {t} / {m} / {d} {s}: {', '.join(values)}" for (t, m, d, s), values in groups.items()]
+        if cell.note:
+            notes.setdefault(key, cell.note)
+    return [
+        f"- {t} / {m} / {d} {s}: {', '.join(values)}"
+        + (f" ({notes[t, m, d, s]})" if (t, m, d, s) in notes else "")
+        for (t, m, d, s), values in groups.items()
+    ]
