@@ -28,10 +28,13 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
     tmp_path: Path,
 ) -> None:
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, 2, "amp_bf16")}
-    assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve"]
+    assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve", "grounding"]
     assert stages["pretrain"].after is None and stages["pretrain"].cores == 2
     assert stages["nlvr"].after == "ta"
-    assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve")} == {"pretrain"}
+    assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve", "grounding")} == {"pretrain"}
+    grounding = stages["grounding"].argv
+    assert grounding[:4] == ["finetune", "grounding", "--config", "synthetic_grounding"]
+    assert stages["grounding"].report == "grounding-synthetic-test.json"
     argv = stages["vqa"].argv
     assert argv[:3] == ["finetune", "vqa", "--config"] and "synthetic_vqa" in argv
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
@@ -83,7 +86,7 @@ def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
         assert "runtime.precision=fp32" in sets("pretrain")
         assert not any(s.startswith("data.batch_size_train") for s in sets("pretrain"))
     one_thread = "amp_bf16" if native_bf16 else "fp32"
-    for name in ("ta", "retrieval", "nlvr", "vqa", "ve"):
+    for name in ("ta", "retrieval", "nlvr", "vqa", "ve", "grounding"):
         assert (stages[name].ranks, stages[name].threads) == (1, 1)
         assert f"runtime.precision={one_thread}" in sets(name)
         assert ("model.distill=false" in sets(name)) == (name in ("vqa", "nlvr"))
@@ -138,3 +141,35 @@ def test_a_failing_stage_stops_the_pipeline_naming_its_log(tmp_path: Path) -> No
     with pytest.raises(AlbefError, match=r"stage broken failed \(exit 2\); see .*broken\.log"):
         run_pipeline(stages, tmp_path, jobs=1)
     assert not (tmp_path / "logs" / "child.log").exists()
+
+
+def test_the_summary_gathers_a_grounding_stage_with_its_chance_and_heat_maps(tmp_path: Path) -> None:
+    """The stage's report gives the metrics and the chance of a random proposal; its heat maps are copied."""
+    import json
+    from argparse import Namespace
+
+    from albef.reporting.schema import RunReport
+    from albef.workflows.quickstart import summarise
+
+    out, world = tmp_path / "runs", tmp_path / "world"
+    (out / "grounding").mkdir(parents=True)
+    world.mkdir()
+    (world / "manifest.json").write_text(json.dumps({"chance": {}}))
+    report = RunReport(kind="evaluation", task="grounding", dataset="synthetic", split="test")
+    report.add_metric("testA_d", 33.0, n=149, interval=(26.0, 40.0))
+    report.add_metric("testB_d", 21.0, n=149, interval=(15.0, 28.0))
+    report.extra["chance"] = {"testA_d": 19.7, "testB_d": 19.4}
+    report.save(out / "grounding" / "grounding-synthetic-test.json")
+    (out / "grounding" / "grounding-synthetic-test-heatmaps.png").write_bytes(b"\x89PNG heat maps")
+    stage = Stage(
+        "grounding", ["finetune", "grounding"], "pretrain", "grounding-synthetic-test.json", wall_s=31.0
+    )
+    args = Namespace(minutes=15, size="medium", seed=0, precision="auto")
+    markdown = summarise({"grounding": stage}, out, tmp_path / "reports", world, args)
+    summary = RunReport.load(tmp_path / "reports" / "quickstart.json")
+    assert summary.extra["chance"] == {"grounding.testA_d": 19.7, "grounding.testB_d": 19.4}
+    assert summary.extra["above_chance"] == {"grounding.testA_d": True, "grounding.testB_d": False}
+    page = markdown.read_text()
+    assert "![grounding-synthetic-test-heatmaps](grounding-synthetic-test-heatmaps.png)" in page
+    copied = tmp_path / "reports" / "grounding-synthetic-test-heatmaps.png"
+    assert copied.read_bytes() == b"\x89PNG heat maps"

@@ -1,7 +1,8 @@
 """``albef quickstart``: the whole method on the embedded synthetic world, in minutes on a CPU.
 
 World -> pretraining (ITC + ITM + MLM) -> in parallel: retrieval finetune + evaluation, VQA finetune +
-evaluation, text assignment -> NLVR² finetune + evaluation, SNLI-VE finetune + evaluation -> one report
+evaluation, text assignment -> NLVR² finetune + evaluation, SNLI-VE finetune + evaluation, grounding finetune +
+Grad-CAM evaluation -> one report
 (:mod:`albef.reporting.summary`). Each stage is an ordinary ``albef`` command run as a subprocess with its own
 log, so a stage can be re-run by hand with the command the log starts with. The pipeline itself is
 :mod:`albef.workflows.quickstart`; this module parses the options and calls it.
@@ -30,8 +31,9 @@ from albef.workflows.quickstart import (
 DESCRIPTION = """\
 Run the whole method on the embedded synthetic world (offline, CPU): generate the world, pretrain ALBEF
 from scratch (ITC + ITM + MLM), then finetune and evaluate image-text retrieval, VQA, NLVR2 (after
-text-assignment pretraining) and SNLI-VE, two stages at a time, and write one report (Markdown + JSON + plots:
-loss curves, every task against its chance level, throughput per stage) to --report-dir.
+text-assignment pretraining), SNLI-VE and weakly-supervised grounding (Grad-CAM ranks the proposal boxes of
+RefCOCO+-style expressions), two stages at a time, and write one report (Markdown + JSON + plots: loss
+curves, every task against its chance level, throughput per stage, grounding heat maps) to --report-dir.
 
 About 12 minutes on 2 CPU cores that compute bf16 in hardware (AVX512-BF16 or AMX; longer without) at the
 default --minutes 15; --minutes M scales every stage's epochs by M/15 (fewer minutes, lower accuracy). The

@@ -1,8 +1,10 @@
-"""The quickstart summary: one run report over the whole pipeline (pretrain -> retrieval, VQA, NLVR², SNLI-VE).
+"""The quickstart summary: one run report over the whole pipeline (pretrain -> retrieval, VQA, NLVR², SNLI-VE,
+grounding).
 
 Each stage of ``albef quickstart`` writes its own run report; :func:`pipeline_report` gathers their headline
 metrics (prefixed with the stage, e.g. ``vqa.overall``), their timed stages and the chance level of every
-metric (from the synthetic world's ``manifest.json``) into one :class:`~albef.reporting.RunReport`.
+metric (from the synthetic world's ``manifest.json``, else from the stage report's own ``extra["chance"]``, as
+grounding computes it from the proposals) into one :class:`~albef.reporting.RunReport`.
 :func:`summary_markdown` and :func:`plot_pipeline` render it. Pure functions over files and records; the
 orchestration lives in :mod:`albef.workflows.quickstart`.
 """
@@ -23,6 +25,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "vqa": ("overall",),
     "nlvr": ("accuracy", "consistency"),
     "ve": ("accuracy",),
+    "grounding": ("testA_d", "testB_d"),
 }
 """The metrics of each stage that the summary table shows (all metrics are kept in the JSON)."""
 SECONDARY: frozenset[str] = frozenset({"nlvr.consistency"})
@@ -99,6 +102,11 @@ def pipeline_report(
     """One ``quickstart`` report: every stage's metrics as ``stage.metric``, every timed stage as
     ``stage/timed-stage``, the chance levels and wall times in ``extra``."""
     report = RunReport(kind="evaluation", task="quickstart", dataset="synthetic", split="test")
+    levels = dict(chance.values)
+    for stage, sub in stage_reports.items():  # a stage's own chance levels where the manifest has none
+        for name, value in (sub.extra.get("chance") or {}).items():
+            levels.setdefault(f"{stage}.{name}", float(value))
+    chance = ChanceLevels(levels)
     if pretrain_summary is not None:
         for name, metric in pretrain_metrics(pretrain_summary).items():
             report.metrics[f"pretrain.{name}"] = metric
@@ -166,7 +174,8 @@ def summary_markdown(report: RunReport, figures: Sequence[Path] = ()) -> str:
         "",
         "Pretraining (ITC + ITM + MLM) from scratch, then finetuning and evaluation on every downstream task, "
         "on the test splits of the embedded synthetic world. Percentages; chance = a random ranking, the "
-        "majority answer (VQA), the majority label (NLVR², SNLI-VE) or random consistency.",
+        "majority answer (VQA), the majority label (NLVR², SNLI-VE), random consistency or a random proposal "
+        "box (grounding).",
         "",
         tabulate(
             summary_rows(report),

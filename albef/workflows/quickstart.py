@@ -1,7 +1,7 @@
 """The quickstart pipeline: the whole method on the synthetic world, each stage an ordinary ``albef`` command.
 
 :func:`build_stages` lays out the stages (pretraining, then text assignment -> NLVR² next to retrieval ->
-VQA -> SNLI-VE) with their epochs, precision and process layout; :func:`run_pipeline` runs them as
+VQA -> SNLI-VE -> RefCOCO+-style grounding) with their epochs, precision and process layout; :func:`run_pipeline` runs them as
 subprocesses, two at a time after pretraining; :func:`summarise` writes the one report against chance levels.
 ``albef quickstart`` (``albef.cli.quickstart``) parses the options and calls them.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 DEFAULT_MINUTES = 15.0
 
-EPOCHS = {"pretrain": 20, "retrieval": 2, "vqa": 3, "ta": 4, "nlvr": 4, "ve": 4}
+EPOCHS = {"pretrain": 20, "retrieval": 2, "vqa": 3, "ta": 4, "nlvr": 4, "ve": 4, "grounding": 2}
 """Epochs of each stage at the default budget (scaled by ``minutes / 15``, at least 1). Pretraining gets the
 most: text assignment learns faster from a longer-pretrained model (75-78 % vs 66-70 % after 4 epochs from 20
 vs 16 single-process pretraining epochs) and NLVR² follows it (58.8-60.2 % vs 54-56 % test)."""
@@ -149,6 +149,12 @@ def build_stages(
         Stage("nlvr", argv(["finetune", "nlvr"], "synthetic_nlvr", "nlvr"), "ta", "nlvr_test_report.json"),
         Stage("vqa", argv(["finetune", "vqa"], "synthetic_vqa", "vqa"), "pretrain", "vqa_test_report.json"),
         Stage("ve", argv(["finetune", "ve"], "synthetic_ve", "ve"), "pretrain", "ve_test_report.json"),
+        Stage(
+            "grounding",
+            argv(["finetune", "grounding"], "synthetic_grounding", "grounding"),
+            "pretrain",
+            "grounding-synthetic-test.json",
+        ),
     ]
 
 
@@ -264,10 +270,15 @@ def summarise(stages: dict[str, Stage], out: Path, report_dir: Path, world: Path
             ("ta", ("ta_loss",)),
             ("nlvr", ("cls_loss",)),
             ("ve", ("cls_loss",)),
+            ("grounding", ("itc_loss", "itm_loss")),
         )
         if (out / name / "metrics.jsonl").exists()
     }
     figures = plot_pipeline(report, curves, report_dir)
+    for name, stage in stages.items():  # figures a stage draws itself (grounding's Grad-CAM heat maps)
+        if stage.report is not None:
+            for figure in sorted((out / name / stage.report).parent.glob("*-heatmaps.png")):
+                figures.append(Path(shutil.copy2(figure, report_dir / figure.name)))
     for name, sub in reports.items():
         render(sub, report_dir / name)
         sub.save(report_dir / name / f"{name}.json")

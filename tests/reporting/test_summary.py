@@ -86,6 +86,26 @@ def test_pipeline_report_prefixes_every_metric_and_judges_each_headline_against_
     assert "| vqa" in page and "NOT clearly above chance" in page and "300 s" in page
 
 
+def test_a_stage_report_supplies_the_chance_levels_the_manifest_lacks() -> None:
+    """Grounding's chance (a random proposal box) comes from its own report; the manifest still wins where set."""
+    grounding = _report("grounding", testA_d=32.9, testB_d=22.0)
+    grounding.extra["chance"] = {"testA_d": 19.7, "testB_d": 19.4}
+    vqa = _report("vqa", overall=46.8)
+    vqa.extra["chance"] = {"overall": 99.0}  # ignored: the manifest defines vqa.overall
+    report = pipeline_report({"grounding": grounding, "vqa": vqa}, None, chance_levels(MANIFEST), {}, {})
+    assert report.extra["chance"] == {
+        "vqa.overall": pytest.approx(13.57),
+        "grounding.testA_d": 19.7,
+        "grounding.testB_d": 19.4,
+    }
+    assert report.extra["above_chance"] == {
+        "vqa.overall": True,
+        "grounding.testA_d": True,  # 32.9 > 19.7 + 5
+        "grounding.testB_d": False,  # 22.0 is within the 5-point margin of 19.4
+    }
+    assert ("grounding", "testA_d", "32.9", "19.7", "clearly above chance") in summary_rows(report)
+
+
 def test_loss_curves_skip_validation_records_and_plots_are_written(tmp_path: Path) -> None:
     lines = [{"step": s, "itc_loss": 5.0 - s / 10, "itm_loss": 0.6} for s in range(1, 31)]
     lines.insert(10, {"step": 10, "epoch": 0, "val/r_mean": 12.0})
