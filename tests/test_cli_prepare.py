@@ -12,7 +12,10 @@ from albef.cli.main import main
 from albef.data import read_nlvr, read_vqa_train
 from albef.data.shards import ShardMember
 
-NAMES = ("cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa", "refcoco+")
+NAMES = (
+    "cc12m", "cc3m", "coco", "flickr30k", "nlvr2", "sbu", "snli-ve", "vg", "vqa", "refcoco+", "winoground",
+    "sugarcrepe", "aro",
+)  # fmt: skip
 
 
 def vg_root(tmp_path: Path) -> Path:
@@ -166,3 +169,46 @@ def test_prepare_refcoco_plus_converts_the_refs_pickle_safely(
     assert main([*argv, "--out", str(tmp_path / "out2")]) != 0
     err = capsys.readouterr().err
     assert "refs(unc).p: unsafe or corrupt pickle: refused to load os.system" in err
+
+
+def test_prepare_the_compositionality_benchmarks_from_their_release_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from albef.data.formats_compositional import (
+        read_aro_vg,
+        read_relation_list,
+        read_sugarcrepe,
+        read_winoground,
+    )
+
+    root, out = tmp_path / "root", tmp_path / "out"
+    (root / "winoground" / "data").mkdir(parents=True)
+    example = {"id": 0, "caption_0": "a b", "caption_1": "b a", "image_0": "ex_0_img_0", "image_1": "ex_0_img_1",
+               "tag": "Noun", "secondary_tag": "", "num_main_preds": 1, "collapsed_tag": "Object"}  # fmt: skip
+    (root / "winoground" / "data" / "examples.jsonl").write_text(json.dumps(example) + "\n")
+    (root / "sugarcrepe").mkdir()
+    for subset in ("add_obj", "add_att", "replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att"):
+        record = {"0": {"filename": "000000000139.jpg", "caption": "a dog", "negative_caption": "a cat"}}
+        (root / "sugarcrepe" / f"{subset}.json").write_text(json.dumps(record))
+    (root / "aro").mkdir()
+    case = {"image_id": "1", "image_path": "1.jpg", "bbox_x": 0, "bbox_y": 0, "bbox_w": 5, "bbox_h": 5,
+            "true_caption": "the cat is on the mat", "false_caption": "the mat is on the cat"}  # fmt: skip
+    (root / "aro" / "visual_genome_relation.json").write_text(json.dumps([dict(case, relation_name="on")]))
+    (root / "aro" / "visual_genome_attribution.json").write_text(
+        json.dumps([dict(case, attributes=["a", "b"])])
+    )
+    notebook = {"cells": [{"cell_type": "code", "source": ["import os\n", "os.system('echo never run')\n"]},
+                          {"cell_type": "code", "source": ["symmetric = ['near', 'next to']\n", "print(1)\n"]}]}  # fmt: skip
+    (root / "aro" / "Replicate ARO! VG-Relation, VG-Attribution.ipynb").write_text(json.dumps(notebook))
+    for name in ("winoground", "sugarcrepe", "aro"):
+        assert main(["data", "prepare", name, "--root", str(root), "--out", str(out), "--no-images"]) == 0, (
+            name
+        )
+        assert capsys.readouterr().out.rstrip().endswith("all checks passed")
+    assert read_winoground(out / "winoground_examples.jsonl")[0].images == (
+        "ex_0_img_0.png",
+        "ex_0_img_1.png",
+    )
+    assert read_sugarcrepe(out / "sugarcrepe_swap_att.json", "swap_att")[0].captions == ("a dog", "a cat")
+    assert read_aro_vg(out / "aro_visual_genome_relation.json", "vg_relation")[0].group == "on"
+    assert read_relation_list(out / "aro_excluded_relations.json") == ["near", "next to"]

@@ -43,6 +43,9 @@ OFFICIAL_CLASS = {
     "nlvr_pretrain": "pretrain_nlvr",
     "ve": "ve",
     "grounding": "retrieval",
+    "winoground": "retrieval",
+    "sugarcrepe": "retrieval",
+    "aro": "retrieval",
 }
 """Our task name -> the official class name used in ``albef_official_state_dict_layout.json``."""
 
@@ -71,8 +74,9 @@ _MODULE_ORDER = {
     "nlvr_pretrain": ("temp", "visual_encoder", "text_encoder", "vision_proj", "text_proj", "ta_head"),
     "ve": ("visual_encoder", "text_encoder", "cls_head", "visual_encoder_m", "text_encoder_m", "cls_head_m"),
 }  # fmt: skip
-_MODULE_ORDER["grounding"] = _MODULE_ORDER["retrieval"]  # Grounding.py builds the retrieval model
 """Top-level modules of each official class in its registration (= state-dict) order, in our names."""
+for _name in ("grounding", "winoground", "sugarcrepe", "aro"):  # tasks run on the retrieval model
+    _MODULE_ORDER[_name] = _MODULE_ORDER["retrieval"]
 
 _OFFICIAL_HEAD = re.compile(r"^(text_encoder|text_decoder)(_m)?\.cls\.predictions\.")
 _OFFICIAL_BERT = re.compile(r"^(text_encoder|text_decoder)(_m)?\.bert\.")

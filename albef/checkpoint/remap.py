@@ -148,10 +148,22 @@ def retrieval_to_grounding(state_dict: Mapping[str, Tensor], fusion_layer: int) 
     )
 
 
+BENCHMARK_TASKS = ("winoground", "sugarcrepe", "aro")
+"""Evaluation-only benchmarks that score with the retrieval model (its ITC features and ITM head)."""
+
+
+def same_model(state_dict: Mapping[str, Tensor], fusion_layer: int) -> Remap:
+    """A benchmark runs the retrieval model itself: a retrieval checkpoint (``mscoco.pth``) loads as is."""
+    del fusion_layer
+    return Remap(dict(state_dict), note="the benchmarks run the retrieval model: loaded without remapping")
+
+
 CONVERSIONS: dict[tuple[str, str], RemapFn] = {
     ("pretrain", "retrieval"): pretrain_to_retrieval,
     ("pretrain", "grounding"): pretrain_to_retrieval,
     ("retrieval", "grounding"): retrieval_to_grounding,
+    **{("pretrain", name): pretrain_to_retrieval for name in BENCHMARK_TASKS},
+    **{("retrieval", name): same_model for name in BENCHMARK_TASKS},
     ("pretrain", "vqa"): pretrain_to_vqa,
     ("pretrain", "ve"): pretrain_to_ve,
     ("pretrain", "nlvr_pretrain"): pretrain_to_text_assignment,

@@ -12,10 +12,11 @@ from albef.errors import DataError
 
 SYNTH_DESCRIPTION = """\
 Generate the embedded synthetic image-text world into --out: images of 2-4 coloured shapes on a textured
-background, with captions, VQA questions, NLVR2 statements and SNLI-VE hypotheses computed from what the
-images show, written in the official ALBEF formats (plus COCO-caption, VQA v2 and lil-lab NLVR2 versions of
-the test splits), a WordPiece vocabulary (tokenizer/vocab.txt) and manifest.json (checksums, counts and the
-chance level of every task). The same --seed, --size and --image-size give byte-identical files. If --out
+background, with captions, VQA questions, NLVR2 statements, SNLI-VE hypotheses and RefCOCO+-style referring
+expressions computed from what the images show, written in the official ALBEF formats (plus COCO-caption, VQA
+v2 and lil-lab NLVR2 versions of the test splits), Winoground- and SugarCrepe-style compositional probes
+(probes/), a WordPiece vocabulary (tokenizer/vocab.txt) and manifest.json (checksums, counts and the chance
+level of every task). The same --seed, --size and --image-size give byte-identical files. If --out
 already holds the world for these parameters it is reused; otherwise it is generated in a temporary sibling
 directory and moved into place, so an interrupted run never leaves a half world behind.
 """

@@ -68,6 +68,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(value, tp, where)
+        key_type, value_type = get_args(tp) or (Any, Any)
+        return {
+            _coerce(k, key_type, f"{where} key"): _coerce(v, value_type, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value

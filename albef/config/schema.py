@@ -10,7 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Task = Literal["pretrain", "retrieval", "vqa", "nlvr_pretrain", "nlvr", "ve", "grounding"]
+Task = Literal[
+    "pretrain",
+    "retrieval",
+    "vqa",
+    "nlvr_pretrain",
+    "nlvr",
+    "ve",
+    "grounding",
+    "winoground",
+    "sugarcrepe",
+    "aro",
+]
 Precision = Literal["fp32", "amp_bf16", "amp_fp16"]
 """Training and evaluation precision: fp32, or fp32 weights under ``torch.autocast`` to bf16/fp16. (The
 benchmarks' weight-cast modes are named ``cast_bf16``/``cast_fp16``, see ``albef.workflows.bench``.)"""
@@ -118,6 +129,20 @@ class DataConfig:
     """Grounding: the REFER refs, ``refs(unc).p`` (read without running any pickled code) or its JSON form."""
     instances_file: str | None = None
     """Grounding: the REFER ``instances.json`` (image sizes and the refs' boxes)."""
+    itm_text_negatives: str | None = None
+    """Pretraining: a JSON file ``{image: [caption false of it, ...]}``; each sample of such an image adds one of
+    them as an extra ITM negative (image, false caption), NegCLIP-style. Not in the official recipe and off by
+    default; the synthetic world writes ``pretrain_negatives.json`` (swapped attributes and objects, wrong
+    relations, counts, added objects) for it."""
+    split_files: dict[str, str] = field(default_factory=dict)
+    """Benchmarks: the annotation file of each split or subset (SugarCrepe: ``replace_obj`` ... ``swap_att``; ARO:
+    ``vg_relation``, ``vg_attribution``, ``coco_order``, ``flickr_order``)."""
+    split_image_roots: dict[str, str] = field(default_factory=dict)
+    """Benchmarks: the image root of a split where it is not ``image_root`` (ARO's Order sets read COCO and
+    Flickr30K images)."""
+    excluded_relations: str | None = None
+    """ARO VG-Relation: a file naming, one a line, the relations its macro accuracy leaves out (the ARO paper
+    leaves out those whose two argument orders mean the same; ``albef data prepare aro`` writes the list)."""
     image_root: str = ""
     vqa_root: str = ""
     vg_root: str = ""
@@ -202,6 +227,11 @@ class RuntimeConfig:
     log_every: int = 50
     """Without a progress bar (``--no-progress``, or on ranks other than 0's file logs), print one status line
     every N optimizer steps to stderr (0: never). ``metrics.jsonl`` records every step regardless."""
+    tensorboard: bool = False
+    """Also write every training record (losses, learning rate, throughput, validation) as TensorBoard scalars to
+    ``<run>/tensorboard`` (needs the ``tensorboard`` package)."""
+    wandb_project: str | None = None
+    """Also log every training record to this Weights & Biases project (needs ``wandb``; off by default)."""
     checkpoint_every: int = 0
     """Save a checkpoint every N optimizer steps (0: only at epoch end)."""
     keep_last: int = 2

@@ -103,10 +103,13 @@ class TextPolicy:
 
 @dataclass
 class ImageTextBatch(Batch):
-    """Images (B, 3, R, R) and their texts (pretraining, text assignment)."""
+    """Images (B, 3, R, R) and their texts (pretraining, text assignment); with ``data.itm_text_negatives``
+    also captions false of some of the images: ``negative_text`` (N, L) about images ``negative_rows`` (N,)."""
 
     image: Tensor
     text: TokenBatch
+    negative_text: TokenBatch | None = None
+    negative_rows: Tensor | None = None
 
 
 @dataclass
@@ -184,7 +187,13 @@ class CaptionCollator(Collator):
     def __call__(self, samples: Sequence[CaptionSample | SkippedImage]) -> ImageTextBatch:
         kept, skipped = split_skipped(samples)
         images = torch.stack([s.image for s in kept])
-        return ImageTextBatch(images, self.texts([s.caption for s in kept]), skipped=skipped)
+        rows = [i for i, s in enumerate(kept) if s.negative is not None]
+        if not rows:
+            return ImageTextBatch(images, self.texts([s.caption for s in kept]), skipped=skipped)
+        negatives = self.texts([str(kept[i].negative) for i in rows])
+        return ImageTextBatch(
+            images, self.texts([s.caption for s in kept]), negatives, torch.tensor(rows), skipped=skipped
+        )
 
 
 class RetrievalCollator(Collator):

@@ -44,6 +44,8 @@ from albef.data.shards import ShardMember
 from albef.data.text import pre_caption, pre_question
 
 Transform = Callable[[Image.Image], Tensor]
+CropBox = tuple[float, float, float, float]
+"""``(x, y, w, h)`` in pixels of the original image."""
 R = TypeVar("R")
 
 
@@ -163,11 +165,15 @@ class RecordDataset(Dataset[Any], Generic[R]):
             torch.random.default_generator.manual_seed(rng_seed)
             return self.build(self.records[index], index, random.Random(rng_seed))
 
-    def image(self, root: str | Path, image: str, index: int) -> Tensor:
-        """Load and transform one image of record ``index`` (raises or skips per the bad-image policy)."""
+    def image(self, root: str | Path, image: str, index: int, box: CropBox | None = None) -> Tensor:
+        """Load and transform one image of record ``index`` (raises or skips per the bad-image policy),
+        cropped first to ``box`` = ``(x, y, w, h)`` in pixels when one is given."""
         loaded = self.policy.load(resolve_image(root, image), source=self.source, index=index)
         if isinstance(loaded, SkippedImage):
             raise _Skip(loaded)
+        if box is not None:
+            x, y, w, h = box
+            loaded = loaded.crop((x, y, x + w, y + h))
         return self.transform(loaded)
 
     def build(self, record: R, index: int, rng: random.Random) -> Any:
@@ -201,19 +207,35 @@ class RootedDataset(RecordDataset[R]):
 
 @dataclass
 class CaptionSample:
-    """An image and one pre-processed caption (pretraining, text assignment)."""
+    """An image and one pre-processed caption (pretraining, text assignment), and optionally a caption known
+    to be false of the image (an extra ITM negative, ``data.itm_text_negatives``)."""
 
     image: Tensor
     caption: str
+    negative: str | None = None
 
 
 class PretrainDataset(RootedDataset[PretrainRecord]):
-    """Pretraining pairs; a caption is drawn uniformly from the record's list at each access."""
+    """Pretraining pairs; a caption is drawn uniformly from the record's list at each access.
+
+    Args:
+        negatives: Image path -> captions false of that image; when given, each sample of such an image also
+            carries one of them, drawn uniformly after the caption.
+        **kwargs: As :class:`RootedDataset`.
+    """
+
+    def __init__(
+        self, *args: Any, negatives: Mapping[str, Sequence[str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.negatives = negatives or {}
 
     def build(self, record: PretrainRecord, index: int, rng: random.Random) -> CaptionSample:
         caption = record.captions[rng.randrange(len(record.captions))]
+        false = self.negatives.get(record.image)
+        negative = pre_caption(false[rng.randrange(len(false))], self.max_words) if false else None
         return CaptionSample(
-            self.image(self.image_root, record.image, index), pre_caption(caption, self.max_words)
+            self.image(self.image_root, record.image, index), pre_caption(caption, self.max_words), negative
         )
 
 
@@ -253,6 +275,23 @@ class RetrievalEvalImages(RecordDataset[str]):
 
     def build(self, record: str, index: int, rng: random.Random) -> IndexedImage:
         return IndexedImage(self.image(self.image_root, record, index), index)
+
+
+class BenchmarkImages(RecordDataset[tuple[str, CropBox | None]]):
+    """The distinct images of a benchmark, each ``(path, crop box or None)``, in the given order."""
+
+    def __init__(
+        self,
+        images: Sequence[tuple[str, CropBox | None]],
+        image_root: str | Path,
+        transform: Transform,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(images, transform, **kwargs)
+        self.image_root = image_root
+
+    def build(self, record: tuple[str, CropBox | None], index: int, rng: random.Random) -> IndexedImage:
+        return IndexedImage(self.image(self.image_root, record[0], index, record[1]), index)
 
 
 def retrieval_eval_texts(split: RetrievalEvalSet, max_words: int = 30) -> list[str]:

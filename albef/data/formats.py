@@ -73,6 +73,16 @@ def read_pretrain(path: PathLike) -> list[PretrainRecord]:
     ]
 
 
+def read_negative_captions(path: PathLike) -> dict[str, tuple[str, ...]]:
+    """Read captions known to be false of their image: ``{"<image path as in the training file>": [str, ...]}``.
+
+    Not an official file: the synthetic world writes one (``pretrain_negatives.json``) for the ITM negatives of
+    ``data.itm_text_negatives``.
+    """
+    record = top_level_object(path)
+    return {image: record.nonblank_list(image) for image in record.raw}
+
+
 def read_retrieval_train(path: PathLike) -> list[RetrievalTrainRecord]:
     """Read a retrieval training file: one ``{"image", "caption", "image_id"}`` record per caption.
 

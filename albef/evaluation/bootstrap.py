@@ -219,3 +219,46 @@ def percent_metric(
     shown = float(100.0 * scores.mean()) if value is None else float(value)
     (interval,) = mean_intervals(100.0 * scores, resamples, seed)
     return Metric(shown, group=group, n=n, ci_low=interval.low, ci_high=interval.high)
+
+
+def macro_percent_metric(
+    outcomes: Tensor | Sequence[float],
+    groups: Sequence[str],
+    group: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> Metric:
+    """The mean over ``groups`` of each group's mean outcome, in percent, with a bootstrap interval.
+
+    Units (examples) are resampled as a whole sample, so a group's share varies from resample to resample as
+    it would on another draw of the benchmark; a group no example of a resample falls into is left out of that
+    resample's mean. ``n`` is the number of examples.
+
+    Args:
+        outcomes: (N,) per-example scores in [0, 1].
+        groups: (N,) the group of each example (a relation, an attribute pair, a subset).
+        group: The metric's breakdown group, if any.
+        resamples: Bootstrap resamples.
+        seed: Seed of the resampling.
+    """
+    scores = torch.as_tensor(outcomes, dtype=torch.float64).reshape(-1)
+    if len(groups) != scores.shape[0]:
+        raise ValueError(f"{scores.shape[0]} outcomes but {len(groups)} groups")
+    n = int(scores.shape[0])
+    if n == 0:
+        return Metric(0.0, group=group, n=0)
+    names = sorted(set(groups))
+    index = torch.tensor([names.index(g) for g in groups])
+    members = torch.zeros(n, len(names), dtype=torch.float64)
+    members[torch.arange(n), index] = 1.0
+    hits = members * scores[:, None]
+
+    def macro(counts: Tensor) -> Tensor:
+        size = counts @ members
+        means = (counts @ hits) / size.clamp_min(1e-12)
+        present = size > 0
+        return (100.0 * (means * present).sum(dim=1) / present.sum(dim=1))[:, None]
+
+    value = float(macro(torch.ones(1, n, dtype=torch.float64))[0, 0])
+    (interval,) = percentile_intervals(bootstrap(macro, n, resamples, seed), n)
+    return Metric(value, group=group, n=n, ci_low=interval.low, ci_high=interval.high)

@@ -82,6 +82,10 @@ def retrieval_model(cfg: ModelConfig) -> ALBEFRetrieval:
 TASK_MODELS.add(
     "grounding", retrieval_model, help="the retrieval model (Grounding.py): Grad-CAM of its ITM or ITC path"
 )
+for _benchmark in ("winoground", "sugarcrepe", "aro"):
+    TASK_MODELS.add(
+        _benchmark, retrieval_model, help="the retrieval model: ITC, ITM and ITM + ITC pair scores"
+    )
 
 
 @TASK_MODELS.register("vqa", help="question encoder + causal answer decoder, answer-list ranking")

@@ -169,12 +169,28 @@ def memory_lines(report: RunReport) -> list[str]:
     return lines or ["- not measured"]
 
 
+def extra_tables(report: RunReport) -> list[tuple[str, dict[str, Any]]]:
+    """The report's own tables (``extra["tables"]``: title -> ``{"headers": [...], "rows": [[...], ...]}``),
+    e.g. a benchmark's scorers side by side; malformed entries are left out."""
+    tables = report.extra.get("tables")
+    if not isinstance(tables, dict):
+        return []
+    return [
+        (str(title), table)
+        for title, table in tables.items()
+        if isinstance(table, dict)
+        and isinstance(table.get("headers"), list)
+        and isinstance(table.get("rows"), list)
+    ]
+
+
 def report_markdown(report: RunReport) -> str:
     """The whole report as Markdown: header, headline metrics, grouped metrics, stages, memory."""
     title = f"# {report.task} / {report.dataset}" + (f" / {report.split}" if report.split else "")
     parts = [title, markdown_table(header_rows(report), ("field", "value")), "## Metrics"]
     parts.append(metrics_table(report) if report.headline_metrics() else "No headline metric.")
     parts += [f"### Metrics by {group}\n\n{metrics_table(report, group)}" for group in metric_groups(report)]
+    parts += [f"## {title}\n\n{markdown_table(t['rows'], t['headers'])}" for title, t in extra_tables(report)]
     parts.append("## Stages")
     parts.append(stages_table(report) if report.stages else "No timed stage.")
     parts += ["## Memory", "\n".join(memory_lines(report))]

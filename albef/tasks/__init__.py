@@ -11,6 +11,7 @@ TASK_MODULES = (
     "albef.tasks.vqa",
     "albef.tasks.nlvr",
     "albef.tasks.grounding",
+    "albef.tasks.compositional",
 )
 """Modules whose import registers their tasks in :data:`TASKS`."""
 

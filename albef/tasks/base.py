@@ -90,10 +90,17 @@ class Task(ABC):
     (``find_unused_parameters``, an extra pass over the graph every step); only where that is so."""
     report_dataset: ClassVar[str] = ""
     """The dataset the reports name for the task's real data (a synthetic-world config reports ``synthetic``)."""
+    text_negatives: ClassVar[bool] = False
+    """Whether the task trains with ``data.itm_text_negatives`` (a config naming them for another task is an
+    error, not a key that silently does nothing)."""
 
     def __init__(self, cfg: ExperimentConfig, tokenizer: TextTokenizer) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
+        if cfg.data.itm_text_negatives and not self.text_negatives:
+            raise ConfigError(
+                f"data.itm_text_negatives is a pretraining option; task '{cfg.task}' does not use it"
+            )
         if tokenizer.vocab_size != cfg.model.text.vocab_size:
             raise ValueError(
                 f"tokenizer '{cfg.data.tokenizer}' has {tokenizer.vocab_size} tokens but "
@@ -153,6 +160,11 @@ class Task(ABC):
     def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
         """Write the task's own files of an evaluation (rank 0), noting them in ``result.extra``."""
         del result, split, out, options
+
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """One JSON record per evaluated item, for ``--log-samples`` (:mod:`albef.evaluation.samples`)."""
+        del result, split
+        raise ConfigError(f"task {self.cfg.task!r} keeps no per-sample records (--log-samples)")
 
     def initial_weights(self, checkpoint: str | None, out: Path, **options: Any) -> str | None:
         """The weights the finetuning run actually starts from (default: ``checkpoint`` itself)."""

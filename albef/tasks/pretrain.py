@@ -6,6 +6,7 @@ random draws (dropout, negatives, masks) happen in the same order.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch.utils.data import Dataset
 
 from albef.data.collate import CaptionCollator, ImageTextBatch, TextPolicy
 from albef.data.datasets import PretrainDataset
-from albef.data.formats import read_pretrain
+from albef.data.formats import read_negative_captions, read_pretrain
 from albef.data.tokenizer import TextTokenizer
 from albef.data.transforms import PRETRAIN_CROP_SCALE
 from albef.engine.trainer import Objective
@@ -23,7 +24,7 @@ from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFPretrain
 from albef.tasks.base import TASKS, Task
 from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
-from albef.tasks.data import train_transform
+from albef.tasks.data import data_path, train_transform
 
 TEMP_RANGE = (0.001, 0.5)
 
@@ -66,7 +67,12 @@ class PretrainObjective:
         """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
         with torch.no_grad():
             model.temp.clamp_(*TEMP_RANGE)
-        step = contrastive_step(model, batch.image, batch.text, alpha, self.draw, distill=model.distill)
+        false = None
+        if batch.negative_text is not None and batch.negative_rows is not None:
+            false = (batch.negative_text, batch.negative_rows)
+        step = contrastive_step(
+            model, batch.image, batch.text, alpha, self.draw, distill=model.distill, false_captions=false
+        )
         ids, mask = batch.text.input_ids, batch.text.attention_mask
         masked, labels = mask_tokens(
             ids, self.vocab_size, self.mask_id, self.pad_id, self.cls_id, self.mlm_probability
@@ -106,10 +112,16 @@ class PretrainTask(Task):
     """Pretraining on caption lists (``data.train_files``), crops of scale (0.2, 1.0)."""
 
     report_dataset = "pretrain"
+    text_negatives = True
 
     def train_dataset(self) -> Dataset[Any]:
         transform = train_transform(self.cfg.data, self.cfg.model.vision.image_res, scale=PRETRAIN_CROP_SCALE)
-        return self.train_files_dataset(read_pretrain, PretrainDataset, transform)
+        negatives = None
+        if self.cfg.data.itm_text_negatives:
+            negatives = read_negative_captions(data_path(self.cfg.data, self.cfg.data.itm_text_negatives))
+        return self.train_files_dataset(
+            read_pretrain, partial(PretrainDataset, negatives=negatives), transform
+        )
 
     def collator(self) -> CaptionCollator:
         return CaptionCollator(self.tokenizer, TextPolicy(max_length=self.cfg.data.max_tokens_train))

@@ -462,7 +462,7 @@ def test_check_only_converts_nothing_then_reads_what_is_there(tmp_path: Path) ->
 
 
 def test_every_packaged_manifest_parses_and_documents_its_counts() -> None:
-    assert len(DATASETS) == 10
+    assert len(DATASETS) == 13
     for name in DATASETS.names():
         manifest = load_manifest(name)
         assert manifest.name == name and manifest.title == DATASETS.describe(name)

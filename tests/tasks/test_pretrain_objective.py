@@ -131,3 +131,110 @@ def test_objective_takes_the_special_ids_from_the_tokenizer(
     )
     assert objective.vocab_size == tokenizer.vocab_size == 1000
     assert (batch.text.input_ids[:, 0] == tokenizer.cls_token_id).all()
+
+
+def test_false_captions_are_extra_itm_negatives_of_their_images(
+    model: ALBEFPretrain, tokenizer: TextTokenizer
+) -> None:
+    """The ITM loss with false captions is the cross-entropy over the positives, the in-batch negatives and
+    (image rows[n], false caption n), all labelled by hand; without them the loss is the official one."""
+    from albef.losses.itm import NegativeSamples
+    from albef.tasks.contrastive import itm_with_negatives
+
+    model.eval()  # no dropout: the same forward twice gives the same logits
+    torch.manual_seed(0)
+    batch = ImageTextBatch(images(len(CAPTIONS)), tokenizer.encode(CAPTIONS))
+    false = tokenizer.encode(
+        ["a blue square next to a red circle", "three green stars and one yellow triangle"]
+    )
+    rows = torch.tensor([0, 3])
+    negatives = NegativeSamples(torch.tensor([1, 2, 3, 0]), torch.tensor([2, 3, 0, 1]))
+    image = model.encode_image(batch.image)
+    text = model.encode_text(batch.text.input_ids, batch.text.attention_mask)
+    fused = model.fuse(text, image.embeds)
+    with_false = itm_with_negatives(model, image, text, negatives, fused, (false, rows))
+    official = itm_with_negatives(model, image, text, negatives, fused)
+    pos = model.itm_logits(fused)
+    neg_txt = text.states[negatives.text_for_image], text.mask[negatives.text_for_image]
+    from albef.models.albef import TextEncoding
+
+    in_batch = model.itm_logits(
+        model.fuse(
+            TextEncoding(torch.cat([text.states, neg_txt[0]]), torch.cat([text.mask, neg_txt[1]]), text.feat),
+            torch.cat([image.embeds[negatives.image_for_text], image.embeds]),
+        )
+    )
+    enc_false = model.encode_text(false.input_ids, false.attention_mask)
+    extra = model.itm_logits(model.fuse(enc_false, image.embeds[rows]))
+    logits = torch.cat([pos, in_batch, extra])
+    labels = torch.tensor([1] * 4 + [0] * (8 + 2))
+    assert with_false.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5
+    )
+    expected = torch.nn.functional.cross_entropy(torch.cat([pos, in_batch]), labels[:12])
+    assert official.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pretraining_samples_carry_a_false_caption_drawn_after_the_caption(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from PIL import Image
+
+    from albef.data.collate import CaptionCollator, TextPolicy
+    from albef.data.datasets import PretrainDataset
+    from albef.data.formats import read_negative_captions
+    from albef.data.records import PretrainRecord
+    from albef.data.transforms import build_test_transform
+
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (16, 16), "blue").save(tmp_path / "b.png")
+    (tmp_path / "neg.json").write_text(json.dumps({"a.png": ["A blue square.", "Two circles."]}))
+    negatives = read_negative_captions(tmp_path / "neg.json")
+    records = [
+        PretrainRecord("a.png", ("a red square", "one square", "a square")),
+        PretrainRecord("b.png", ("x",)),
+    ]
+    kwargs = {"source": "t.json", "seed": 3}
+    plain = PretrainDataset(records, tmp_path, build_test_transform(16), **kwargs)
+    extra = PretrainDataset(records, tmp_path, build_test_transform(16), negatives=negatives, **kwargs)
+    for epoch in range(3):
+        plain.set_epoch(epoch), extra.set_epoch(epoch)
+        assert [s.caption for s in map(plain.__getitem__, (0, 1))] == [
+            s.caption for s in map(extra.__getitem__, (0, 1))
+        ]
+    drawn = {extra[0].negative for epoch in range(8) if not extra.set_epoch(epoch)}
+    assert (
+        drawn == {"a blue square", "two circles"} and extra[1].negative is None and plain[0].negative is None
+    )
+    tokenizer_dir = train_wordpiece(
+        ["a red square one blue two circles x"] * 2, tmp_path / "vocab", vocab_size=200
+    )
+    collate = CaptionCollator(load_tokenizer(tokenizer_dir), TextPolicy(max_length=30))
+    batch = collate([extra[1], extra[0]])
+    assert batch.negative_rows is not None and batch.negative_rows.tolist() == [1]
+    assert batch.negative_text is not None and batch.negative_text.input_ids.shape[0] == 1
+    assert collate([plain[0], plain[1]]).negative_text is None
+    (tmp_path / "bad.json").write_text(json.dumps({"a.png": "A blue square."}))
+    from albef.data.errors import DataError
+
+    with pytest.raises(DataError, match=r"bad\.json.*a\.png.*list"):
+        read_negative_captions(tmp_path / "bad.json")
+
+
+def test_false_captions_are_a_pretraining_option_only(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from albef.config import load_config
+    from albef.errors import ConfigError
+    from albef.tasks import get_task
+    from tests.engine import small_world
+
+    world = small_world(tmp_path_factory)
+    tokenizer = load_tokenizer(world / "tokenizer")
+    sets = [
+        f"data.root={world}",
+        "data.synthetic_size=small",
+        "data.itm_text_negatives=pretrain_negatives.json",
+    ]
+    pretrain = get_task("pretrain")(load_config("synthetic_pretrain", sets), tokenizer)
+    assert len(pretrain.train_dataset()) == 48  # reads the world's pretrain_negatives.json
+    with pytest.raises(ConfigError, match="task 'retrieval' does not use it"):
+        get_task("retrieval")(load_config("synthetic_retrieval", sets), tokenizer)

@@ -236,6 +236,17 @@ def _refer_refs(src: SourceInputs) -> Converted:
     return Converted({"main": refs_to_json(refs)})
 
 
+@CONVERTERS.register(
+    "aro_excluded_relations",
+    help="ARO's replication notebook -> the relations VG-Relation's macro leaves out",
+)
+def _aro_excluded(src: SourceInputs) -> Converted:
+    from albef.data.formats_compositional import excluded_relations_of_notebook
+
+    relations = excluded_relations_of_notebook(src.inputs[0])
+    return Converted({"main": relations}, [f"{len(relations)} relations left out of the macro accuracy"])
+
+
 @CONVERTERS.register("karpathy", help="Karpathy dataset_*.json -> retrieval train/val/test")
 def _karpathy(src: SourceInputs) -> Converted:
     groups = karpathy_groups(src.inputs[0], src.options.get("image_dir"), src.options.get("id_field"))

@@ -245,6 +245,9 @@ RECIPES = (
         "refcoco+",
         "RefCOCO+: referring expressions on COCO images (weakly-supervised grounding)",
     ),
+    ("winoground", "Winoground: two images, two captions of the same words (compositionality)"),
+    ("sugarcrepe", "SugarCrepe: hard-negative captions on COCO val2017 images (compositionality)"),
+    ("aro", "ARO: VG-Relation and VG-Attribution (the Order sets use the coco and flickr30k recipes)"),
 )
 DATASETS: Registry[DatasetRecipe] = Registry("dataset")
 for _name, _title in RECIPES:

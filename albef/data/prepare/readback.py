@@ -9,6 +9,13 @@ from pathlib import Path
 from albef.data import formats
 from albef.data.errors import DataError
 from albef.data.formats_base import load_json, top_level_object
+from albef.data.formats_compositional import (
+    ContrastExample,
+    read_aro_vg,
+    read_relation_list,
+    read_sugarcrepe,
+    read_winoground,
+)
 from albef.data.formats_grounding import read_dets, read_grounding_eval, read_grounding_train
 from albef.data.records import RetrievalEvalSet, VQARecord
 
@@ -98,6 +105,23 @@ def _refer_instances(path: Path) -> Contents:
     )
 
 
+def _winoground(path: Path) -> Contents:
+    examples = read_winoground(path)
+    return _records_contents([i for ex in examples for i in ex.images], len(examples))
+
+
+def _contrast(read: Callable[[Path], list[ContrastExample]]) -> Callable[[Path], Contents]:
+    def contents(path: Path) -> Contents:
+        examples = read(path)
+        return _records_contents([ex.image for ex in examples], len(examples))
+
+    return contents
+
+
+def _relation_list(path: Path) -> Contents:
+    return Contents({"relations": len(read_relation_list(path))}, [])
+
+
 FORMATS: dict[str, Callable[[Path], Contents]] = {
     "pretrain": _pretrain,
     "retrieval_train": _retrieval_train,
@@ -112,5 +136,10 @@ FORMATS: dict[str, Callable[[Path], Contents]] = {
     "grounding_dets": _grounding_dets,
     "refer_refs": _refer_refs,
     "refer_instances": _refer_instances,
+    "winoground": _winoground,
+    "sugarcrepe": _contrast(lambda path: read_sugarcrepe(path, path.stem)),
+    "aro_vg_relation": _contrast(lambda path: read_aro_vg(path, "vg_relation")),
+    "aro_vg_attribution": _contrast(lambda path: read_aro_vg(path, "vg_attribution")),
+    "relation_list": _relation_list,
 }
 """Output format -> reader-backed summary; every output is read back through the official-format reader."""

@@ -22,6 +22,7 @@ class SizeSpec:
         ve_images: (train, dev, test) SNLI-VE images; each gets 6 hypotheses, 2 per class.
         noisy_caption_fraction: Share of pretraining captions swapped for another image's caption.
         grounding_images: (train, val, test) images with referring expressions, boxes and proposals.
+        probe_sizes: (Winoground-style examples per kind, SugarCrepe-style images) of the compositional probes.
     """
 
     description: str
@@ -36,6 +37,7 @@ class SizeSpec:
     ve_images: tuple[int, int, int]
     noisy_caption_fraction: float = 0.1
     grounding_images: tuple[int, int, int] = (0, 0, 0)
+    probe_sizes: tuple[int, int] = (0, 0)
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -51,6 +53,7 @@ SIZES: dict[str, SizeSpec] = {
         nlvr_sets=(12, 4, 4),
         ve_images=(8, 4, 4),
         grounding_images=(12, 6, 6),
+        probe_sizes=(4, 8),
     ),
     "medium": SizeSpec(
         description="default for the synthetic presets: ~15k images, sized for minutes of CPU training",
@@ -64,5 +67,6 @@ SIZES: dict[str, SizeSpec] = {
         nlvr_sets=(1200, 100, 100),
         ve_images=(300, 50, 50),
         grounding_images=(800, 100, 100),
+        probe_sizes=(150, 300),
     ),
 }
