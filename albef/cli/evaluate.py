@@ -50,6 +50,13 @@ def register(subparsers: Any) -> None:
             "<runtime.output_dir>/eval)",
         )
         add_options(sub, task.evaluate_options)
+        sub.add_argument(
+            "--log-samples",
+            action="store_true",
+            help="also write every item's record as <report name>-samples.jsonl (retrieval: each query's top 10 "
+            "with scores; VQA: each question's ranked answers; classification: each example's logits; "
+            "benchmarks: each example's scores with every scorer)",
+        )
         add_output_arguments(sub)
         sub.set_defaults(handler=_evaluate, task_class=task, task_name=name)
     score.register(tasks)
@@ -70,6 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             options=option_values(args, args.task_class.evaluate_options),
             overwrite=args.overwrite,
             task=args.task_name,
+            log_samples=args.log_samples,
         )
     finally:
         end_run()

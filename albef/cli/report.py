@@ -1,4 +1,5 @@
-"""``albef report {render,paper,compare}``: render run reports, set them against the paper, gate regressions.
+"""``albef report {render,paper,compare,clip-benchmark}``: render run reports (and a leaderboard across them), set
+them against the paper, gate regressions, export them as CLIP_benchmark results.
 
 Every action reads run report JSON files (:class:`albef.reporting.RunReport`). Unusable input (an unreadable
 file, another schema version, reports that cannot be compared, an unknown paper model) is one line on stderr
@@ -38,6 +39,7 @@ def register(subparsers: Any) -> None:
     _add_render(actions)
     _add_paper(actions)
     _add_compare(actions)
+    _add_clip_benchmark(actions)
 
 
 def _add_render(actions: Any) -> None:
@@ -46,7 +48,9 @@ def _add_render(actions: Any) -> None:
         help="write report.md, metrics.csv, stages.csv and plots (plus a comparison for several runs)",
         description=(
             "Render each run report as report.md, metrics.csv, stages.csv and PNG plots. With several "
-            "reports, each goes to OUT/<name>/ and OUT/comparison.md and comparison.csv set them side by side."
+            "reports, each goes to OUT/<name>/; OUT/comparison.md and comparison.csv set them side by side (a "
+            "row per run) and OUT/leaderboard.md and leaderboard.csv make one leaderboard: a row per "
+            "checkpoint, a column per task, dataset, split and headline metric, with 95 % intervals."
         ),
     )
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json", help="run report files")
@@ -116,6 +120,24 @@ def _add_compare(actions: Any) -> None:
         help="ignore the reports' intervals: --metric-tol for every metric",
     )
     parser.set_defaults(handler=partial(_guarded, "compare", _compare))
+
+
+def _add_clip_benchmark(actions: Any) -> None:
+    parser = actions.add_parser(
+        "clip-benchmark",
+        help="write run reports as CLIP_benchmark result JSON files (for clip_benchmark build)",
+        description=(
+            "Write each retrieval, NLVR2, SNLI-VE, Winoground, SugarCrepe or ARO report as a CLIP_benchmark "
+            "result file OUT/<report name>.json (dataset, model, pretrained, task, metrics as fractions, "
+            "language, plus albef_* keys), so that clip_benchmark build and the leaderboards reading its files "
+            "take them. Other reports (pretraining, VQA, grounding) are listed as skipped; none exported exits 2."
+        ),
+    )
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json", help="run report files")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--model", default="albef", help="the model column (default: %(default)s)")
+    parser.add_argument("--pretrained", help="the pretrained column (default: each checkpoint's file name)")
+    parser.set_defaults(handler=partial(_guarded, "clip-benchmark", _clip_benchmark))
 
 
 def _non_negative(text: str) -> float:
@@ -215,3 +237,21 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"baseline: {args.baseline}\ncurrent:  {args.current}\n")
     print(comparison_text(result), end="")
     return 1 if result.failed else 0
+
+
+def _clip_benchmark(args: argparse.Namespace) -> int:
+    from albef.fileio import atomic_write_json
+    from albef.reporting.clip_benchmark import NotExportable, clip_benchmark_result
+
+    written = 0
+    for path, report in zip(args.runs, load_reports(args.runs), strict=True):
+        try:
+            result = clip_benchmark_result(report, args.model, args.pretrained)
+        except NotExportable as err:
+            print(f"skipped {path}: {err}", file=sys.stderr)
+            continue
+        print(atomic_write_json(args.out / f"{path.stem}.json", result))
+        written += 1
+    if not written:
+        raise DataError("no report could be exported (retrieval, nlvr, ve, winoground, sugarcrepe, aro)")
+    return 0

@@ -4,30 +4,110 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from albef.errors import ConfigError
 from albef.reporting.measure import run_peak_memory
 
 
+class MetricSink(Protocol):
+    """Somewhere else a run's records go as they are written (TensorBoard, Weights & Biases)."""
+
+    def write(self, record: Mapping[str, float | None]) -> None:
+        """Take one record (``step`` and ``epoch`` plus its numbers; non-finite ones are ``None``)."""
+
+    def close(self) -> None:
+        """Flush and release."""
+
+
+class TensorBoardSink:
+    """Every number of every record as a TensorBoard scalar at its ``step`` (``runtime.tensorboard``).
+
+    Args:
+        log_dir: The event-file folder (``<run>/tensorboard``).
+        purge_step: On resume, the first step the resumed run takes again: TensorBoard drops the earlier run's
+            events from there on, as ``metrics.jsonl`` drops its records.
+    """
+
+    def __init__(self, log_dir: Path, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ConfigError(
+                "runtime.tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from err
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def write(self, record: Mapping[str, float | None]) -> None:
+        step = int(record["step"] or 0)
+        for name, value in record.items():
+            if name not in ("step", "epoch") and value is not None:
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    """Every record logged to a Weights & Biases run at its ``step`` (``runtime.wandb_project``).
+
+    Args:
+        project: The W&B project.
+        run_dir: The run folder (W&B keeps its files under it; the run is named after it and resumed with it).
+        config: The run's config, stored with the W&B run.
+    """
+
+    def __init__(self, project: str, run_dir: Path, config: Mapping[str, Any]) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ConfigError("runtime.wandb_project needs the wandb package: pip install wandb") from err
+        run_id = "albef-" + "".join(c if c.isalnum() else "-" for c in run_dir.resolve().as_posix())[-56:]
+        self.run = wandb.init(
+            project=project,
+            dir=str(run_dir),
+            name=run_dir.name,
+            id=run_id,
+            resume="allow",
+            config=dict(config),
+        )
+
+    def write(self, record: Mapping[str, float | None]) -> None:
+        numbers = {k: v for k, v in record.items() if k != "step" and v is not None}
+        self.run.log(numbers, step=int(record["step"] or 0))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class MetricsLog:
-    """Appends one JSON object per optimizer step to ``metrics.jsonl`` (rank 0 only).
+    """Appends one JSON object per optimizer step to ``metrics.jsonl`` (rank 0 only), and hands each record to
+    the ``sinks`` (TensorBoard, W&B), which it closes at the end.
 
     Args:
         path: The JSON-lines file.
         enabled: Write at all (rank 0).
         after_step: On opening, drop the records of later steps (and a torn last line): a run killed after
             its last checkpoint logged steps that the resumed run takes again. ``None`` keeps everything.
+        sinks: Further destinations of every record.
     """
 
-    def __init__(self, path: Path, enabled: bool = True, after_step: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        enabled: bool = True,
+        after_step: int | None = None,
+        sinks: Sequence[MetricSink] = (),
+    ) -> None:
         self.path = path
         self.enabled = enabled
         self.after_step = after_step
+        self.sinks = list(sinks)
         self._handle: Any = None
 
     def __enter__(self) -> MetricsLog:
@@ -57,10 +137,14 @@ class MetricsLog:
             clean = {k: (v if math.isfinite(v) else None) for k, v in record.items()}
             self._handle.write(json.dumps(clean) + "\n")
             self._handle.flush()
+            for sink in self.sinks:
+                sink.write(clean)
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
             self._handle.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def step_record(

@@ -42,6 +42,8 @@ IDENTITY_EXEMPT = (
     "runtime.checkpoint_every",
     "runtime.keep_last",
     "runtime.log_every",
+    "runtime.tensorboard",
+    "runtime.wandb_project",
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",

@@ -206,6 +206,7 @@ class NLVREvaluator(ClassificationEvaluator):
                 "predictions": [bool(c == 1) for c in pred.classes.tolist()],
                 "evaluated": [bool(c != NO_PREDICTION) for c in pred.classes.tolist()],
                 "logits": pred.logits,
+                "labels": self.labels,
             },
             extra={
                 "groups": score.groups,
@@ -240,6 +241,6 @@ class VEEvaluator(ClassificationEvaluator):
             n_samples=int(self.labels.shape[0]),
             stages=timer.stats(),
             memory=timer.peak_memory(),
-            outputs={"classes": pred.classes, "logits": pred.logits},
+            outputs={"classes": pred.classes, "logits": pred.logits, "labels": self.labels},
             extra={"class_counts": counts, "skipped_examples": pred.skipped},
         )

@@ -273,7 +273,7 @@ class RetrievalEvaluator(Evaluator):
             n_samples=n_img + n_txt,
             stages=timer.stats(),
             memory=timer.peak_memory(),
-            outputs={"scores_i2t": scores_i2t, "scores_t2i": scores_t2i, "itc": sims},
+            outputs={"scores_i2t": scores_i2t, "scores_t2i": scores_t2i, "itc": sims, "split": self.split},
             extra={"n_images": n_img, "n_texts": n_txt, **extra},
         )
 

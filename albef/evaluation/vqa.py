@@ -45,7 +45,7 @@ from albef.evaluation.vqa_eval import (
     vqa_accuracy,
 )
 from albef.evaluation.vqa_files import ConflictingAnswersError, merge_answers
-from albef.models.vqa import ALBEFVQA, AnswerScoring
+from albef.models.vqa import ALBEFVQA, AnswerScoring, RankedAnswers
 from albef.progress import track
 from albef.reporting.measure import StageTimer
 
@@ -54,6 +54,10 @@ DEFAULT_K = 128
 
 
 # -- the evaluator ------------------------------------------------------------------------------------------
+RANKED_KEPT = 5
+"""Ranked answers kept per question for the per-sample log."""
+
+
 @dataclass
 class VQASplit:
     """The questions of one split and what ranking them needs.
@@ -149,6 +153,9 @@ class VQAEvaluator(Evaluator):
         """Where the answers are saved as they come (``--resume`` continues from them)."""
         self.rows_per_call = 0
         """The most (question, candidate) rows one decoder call held (reported)."""
+        self.ranked: dict[int, list[tuple[str, float]]] = {}
+        """Question id -> its best :data:`RANKED_KEPT` answers with their probabilities (``--log-samples``; the
+        questions answered before a ``--resume`` have none)."""
 
     def _loader(self) -> torch.utils.data.DataLoader[Any]:
         dataset = VQADataset(
@@ -173,14 +180,17 @@ class VQAEvaluator(Evaluator):
         loader = self._loader()
         done, pairs = self.partial.load() if self.partial is not None else (0, [])
         set_epoch(loader, 0, start_batch=done)  # after a resume: the batches not answered yet
-        # Each batch's best answers stay on the device until a save or the end: no wait in the loop.
-        pending: list[tuple[list[int], torch.Tensor]] = []
+        # Each batch's ranked answers stay on the device until a save or the end: no wait in the loop.
+        pending: list[tuple[list[int], RankedAnswers]] = []
+        names = self.split.answer_list
 
         def collect() -> None:
             for question_ids, ranked in pending:
-                pairs.extend(
-                    (q, self.split.answer_list[i]) for q, i in zip(question_ids, ranked.tolist(), strict=True)
-                )
+                top = min(RANKED_KEPT, ranked.ids.shape[1])
+                ids, probs = ranked.ids[:, :top].tolist(), ranked.probs[:, :top].tolist()
+                for q, row, p in zip(question_ids, ids, probs, strict=True):
+                    pairs.append((q, names[row[0]]))
+                    self.ranked[q] = [(names[i], v) for i, v in zip(row, p, strict=True)]
             pending.clear()
 
         for n, batch in enumerate(
@@ -197,8 +207,9 @@ class VQAEvaluator(Evaluator):
 
     def rank_batch(
         self, model: ALBEFVQA, batch: VQABatch, answers: TokenBatch, timer: StageTimer
-    ) -> torch.Tensor:
-        """The best answer's index into the answer list for each question of ``batch`` (B,)."""
+    ) -> RankedAnswers:
+        """The ranked answers (indices into the answer list, best first, and their probabilities) of each
+        question of ``batch``."""
         size = len(batch.question_id)
         question = batch.question
         with self.precision.autocast():
@@ -219,7 +230,7 @@ class VQAEvaluator(Evaluator):
                     scoring=self.ranking.scoring,
                     chunk_size=rows,
                 )
-        return ranked.ids[:, 0]
+        return ranked
 
     def run(self, model: nn.Module) -> EvalResult:
         """Answer every question (all ranks), merge, and score when the split has ground truth.
@@ -242,6 +253,8 @@ class VQAEvaluator(Evaluator):
         world = self.options.world
         try:
             answers = merge_answers(all_gather_object(pairs) if world.distributed else [pairs])
+            if world.distributed:
+                self.ranked = {q: r for part in all_gather_object(self.ranked) for q, r in part.items()}
             wall = time.perf_counter() - start
             check_question_ids(answers, self.split.question_ids)  # e.g. questions whose image was skipped
             truths = self.split.truths
@@ -254,7 +267,13 @@ class VQAEvaluator(Evaluator):
             n_samples=len(answers),
             stages=timer.stats(),
             memory=timer.peak_memory(),
-            outputs={"answers": answers, "accuracy": accuracy, "question_ids": self.split.question_ids},
+            outputs={
+                "answers": answers,
+                "accuracy": accuracy,
+                "question_ids": self.split.question_ids,
+                "ranked": self.ranked,
+                "truths": self.split.truths,
+            },
             extra=self._extra(len(answers), wall, accuracy),
         )
 

@@ -63,7 +63,12 @@ def render_many(reports: Sequence[RunReport], labels: Sequence[str], out_dir: st
         written += render(report, out_dir / safe_name(label))
     (out_dir / "comparison.md").write_text(comparison_markdown(reports, labels), encoding="utf-8")
     comparison_frame(reports, labels).to_csv(out_dir / "comparison.csv", index=False)
-    return [*written, out_dir / "comparison.md", out_dir / "comparison.csv"]
+    return [
+        *written,
+        out_dir / "comparison.md",
+        out_dir / "comparison.csv",
+        *write_leaderboard(reports, out_dir),
+    ]
 
 
 def unique_labels(paths: Sequence[str | Path]) -> list[str]:
@@ -78,3 +83,92 @@ def unique_labels(paths: Sequence[str | Path]) -> list[str]:
             label = f"{base}-{n}"
         labels.append(label)
     return labels
+
+
+LEADERBOARD_METRICS: dict[str, tuple[str, ...]] = {
+    "retrieval": ("r_mean", "txt_r1", "img_r1"),
+    "vqa": ("overall",),
+    "nlvr": ("accuracy",),
+    "ve": ("accuracy",),
+    "grounding": ("val_d", "testA_d", "testB_d"),
+    "winoground": ("itc/group_score", "itm/group_score", "itm_itc/group_score"),
+    "sugarcrepe": ("itc/macro_accuracy", "itm/macro_accuracy", "itm_itc/macro_accuracy"),
+    "aro": ("itc/macro_accuracy", "itm/macro_accuracy", "itc/accuracy", "itm/accuracy"),
+}
+"""The columns a task contributes to the leaderboard (any other task: all its headline metrics)."""
+
+
+def checkpoint_label(report: RunReport) -> str:
+    """A row name for the weights a report evaluated: ``<file name> (<sha256 prefix>)``, or ``random init``."""
+    ckpt = report.checkpoint
+    if ckpt is None:
+        return "random init"
+    name = Path(ckpt.path).name if ckpt.path else "checkpoint"
+    return f"{name} ({(ckpt.sha256 or '?')[:12]})"
+
+
+def leaderboard_frame(reports: Sequence[RunReport]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows: checkpoints; columns: ``<task> <dataset> <split> <metric>``; the values, and their intervals
+    (``[low, high]`` text, empty without one) as a second frame of the same shape. A later report of the same
+    checkpoint and column replaces an earlier one."""
+    import pandas as pd
+
+    values: dict[str, dict[str, float]] = {}
+    intervals: dict[str, dict[str, str]] = {}
+    columns: list[str] = []
+    for report in reports:
+        row = checkpoint_label(report)
+        wanted = LEADERBOARD_METRICS.get(report.task) or tuple(report.headline_metrics())
+        for name in wanted:
+            metric = report.metrics.get(name)
+            if metric is None or metric.group is not None:
+                continue
+            column = " ".join(p for p in (report.task, report.dataset, report.split, name) if p)
+            if column not in columns:
+                columns.append(column)
+            values.setdefault(row, {})[column] = metric.value
+            has = metric.ci_low is not None and metric.ci_high is not None
+            intervals.setdefault(row, {})[column] = (
+                f"[{metric.ci_low:.2f}, {metric.ci_high:.2f}]" if has else ""
+            )
+    frame = pd.DataFrame.from_dict(values, orient="index", columns=columns)
+    bounds = pd.DataFrame.from_dict(intervals, orient="index", columns=columns).fillna("")
+    frame.index.name = bounds.index.name = "checkpoint"
+    return frame, bounds
+
+
+def leaderboard_markdown(reports: Sequence[RunReport]) -> str:
+    """The leaderboard as Markdown: ``value ± half-width`` per cell (``-`` where a checkpoint lacks a column)."""
+    frame, bounds = leaderboard_frame(reports)
+    rows = []
+    for label, record in frame.iterrows():
+        cells = [str(label)]
+        for column, value in record.items():
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("-")
+                continue
+            text = bounds.at[label, column]
+            if text:
+                low, high = (float(x) for x in text.strip("[]").split(","))
+                cells.append(f"{value:.2f} ± {(high - low) / 2:.2f}")
+            else:
+                cells.append(f"{value:.2f}")
+        rows.append(cells)
+    headers = ["checkpoint", *frame.columns]
+    note = "Values with the half-width of their 95 % bootstrap interval; `-`: not evaluated."
+    return "## Leaderboard\n\n" + markdown_table(rows, headers) + f"\n\n{note}\n"
+
+
+def write_leaderboard(reports: Sequence[RunReport], out_dir: str | Path) -> list[Path]:
+    """``leaderboard.md`` and ``leaderboard.csv`` (values, then a ``<column> 95% CI`` column each) in ``out_dir``."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame, bounds = leaderboard_frame(reports)
+    table = pd.concat([frame, bounds.add_suffix(" 95% CI")], axis=1)
+    ci_columns = bounds.add_suffix(" 95% CI").columns
+    table = table[[c for pair in zip(frame.columns, ci_columns, strict=True) for c in pair]]
+    (out_dir / "leaderboard.md").write_text(leaderboard_markdown(reports), encoding="utf-8")
+    table.to_csv(out_dir / "leaderboard.csv")
+    return [out_dir / "leaderboard.md", out_dir / "leaderboard.csv"]

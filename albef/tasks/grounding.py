@@ -152,6 +152,10 @@ class GroundingTask(Task):
             out / f"{self.report_stem(split)}-heatmaps.png",
         ]
 
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """Every expression's chosen box, IoU and hit (the records of ``<stem>-results.json``)."""
+        return as_records(result.outputs["results"])
+
     def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
         """``<stem>-results.json`` (every expression's box, IoU and hit) and ``<stem>-heatmaps.png``."""
         from albef.evaluation.grounding_figure import heatmap_figure

@@ -256,6 +256,15 @@ class NLVRTask(_ClassificationTask):
     def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
         return [Path(options.get("predictions") or out / f"nlvr_predictions_{split}.csv")]
 
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """Every example's identifier, logits, predicted and true label."""
+        from albef.evaluation.samples import classification_samples
+
+        out = result.outputs
+        return classification_samples(
+            out["logits"], out["labels"], ("False", "True"), out["identifiers"], out["evaluated"]
+        )
+
     def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
         """The predictions CSV of the evaluated examples, in the official format (``identifier,True|False``)."""
         kept = [i for i, ok in enumerate(result.outputs["evaluated"]) if ok]
@@ -300,6 +309,15 @@ class VETask(_ClassificationTask):
     def evaluator(self, split: str, precision: Precision, **options: Any) -> VEEvaluator:
         loader, records, world, start = self.eval_shard(self.split_file(split))
         return VEEvaluator(loader, [r.label for r in records], precision, world, start)
+
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """Every example's logits, predicted and true class (``null`` for an example that was skipped)."""
+        from albef.evaluation.classify import NO_PREDICTION, VE_CLASS_NAMES
+        from albef.evaluation.samples import classification_samples
+
+        out = result.outputs
+        evaluated = [c != NO_PREDICTION for c in out["classes"].tolist()]
+        return classification_samples(out["logits"], out["labels"], VE_CLASS_NAMES, evaluated=evaluated)
 
 
 TASKS.add("nlvr", NLVRTask, "NLVR2: is the statement true of the image pair (distilled 2-way head)")

@@ -174,6 +174,13 @@ class RetrievalTask(Task):
     def report_stem(self, split: str) -> str:
         return f"retrieval-{self.dataset_name()}-{split}"
 
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """Every image and caption query with its best candidates and the rank of its ground truth."""
+        from albef.evaluation.samples import retrieval_samples
+
+        out = result.outputs
+        return retrieval_samples(out["scores_i2t"], out["scores_t2i"], out["split"])
+
     def evaluation_dir(self) -> Path:
         return Path(self.cfg.runtime.output_dir) / "eval"
 

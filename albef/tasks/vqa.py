@@ -340,6 +340,21 @@ class VQATask(Task):
     def output_files(self, split: str, out: Path, **options: Any) -> list[Path]:
         return [out / f"vqa_result_{split}.json"]
 
+    def sample_records(self, result: EvalResult, split: str) -> list[dict[str, Any]]:
+        """Every question's answer, its ranked answers with probabilities and, with ground truth, the
+        annotators' answers and its accuracy."""
+        from albef.evaluation.samples import vqa_samples
+
+        out = result.outputs
+        truths = out.get("truths")
+        accuracy = out.get("accuracy")
+        return vqa_samples(
+            out["answers"],
+            out["ranked"],
+            {t.question_id: t.answers for t in truths} if truths else None,
+            accuracy.per_question if accuracy is not None else None,
+        )
+
     def write_outputs(self, result: EvalResult, split: str, out: Path, **options: Any) -> None:
         """The evaluation-server file ``vqa_result_<split>.json``, and the synthetic world's majority-answer
         baseline in the report."""

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ from albef.engine.determinism import configure_determinism, seed_everything
 from albef.engine.distributed import World, init_distributed
 from albef.engine.precision import Precision, resolve_device, resolve_precision
 from albef.errors import CheckpointError, ConfigError, RunFolderError
+from albef.fileio import atomic_write_text
 from albef.models.builders import create_model
 from albef.reporting.console import evaluation_lines
 from albef.reporting.environment import utc_now_iso
@@ -64,10 +66,20 @@ def refuse_overwrite(paths: Iterable[str | Path], overwrite: bool) -> None:
             )
 
 
-def report_files(task: Task, split: str, out: Path, options: dict[str, Any]) -> list[Path]:
-    """Everything an evaluation of ``split`` writes into ``out``: the report, its Markdown, the task's files."""
+def report_files(
+    task: Task, split: str, out: Path, options: dict[str, Any], log_samples: bool = False
+) -> list[Path]:
+    """Everything an evaluation of ``split`` writes into ``out``: the report, its Markdown, the task's files and,
+    with ``log_samples``, the per-sample log."""
     stem = task.report_stem(split)
-    return [out / f"{stem}.json", out / f"{stem}.md", *task.output_files(split, out, **options)]
+    files = [out / f"{stem}.json", out / f"{stem}.md", *task.output_files(split, out, **options)]
+    return files + ([samples_file(task, split, out)] if log_samples else [])
+
+
+def samples_file(task: Task, split: str, out: Path) -> Path:
+    """Where ``--log-samples`` writes: ``<report stem>-samples.jsonl`` (``ve_dev-samples.jsonl`` beside
+    ``ve_dev_report.json``)."""
+    return out / f"{task.report_stem(split).removesuffix('_report')}-samples.jsonl"
 
 
 def prepare_evaluation(cfg: ExperimentConfig) -> tuple[World, Precision]:
@@ -107,6 +119,7 @@ def evaluate_split(
     checkpoint: str | Path | None = None,
     options: dict[str, Any] | None = None,
     is_main: bool = True,
+    log_samples: bool = False,
 ) -> RunReport | None:
     """Evaluate ``model`` on ``split`` with the task's evaluator; on rank 0 write and print (returns the report).
 
@@ -119,6 +132,7 @@ def evaluate_split(
         checkpoint: The file the weights came from (named and hashed in the report; the retrieval cache key).
         options: The task's own options by name.
         is_main: Rank 0 (the only rank that writes).
+        log_samples: Also write every item's record (:meth:`Task.sample_records`) as ``<stem>-samples.jsonl``.
     """
     options = dict(options or {})
     start, tic = utc_now_iso(), time.perf_counter()
@@ -130,6 +144,9 @@ def evaluate_split(
         return None
     out.mkdir(parents=True, exist_ok=True)
     task.write_outputs(result, split, out, **options)
+    if log_samples:
+        lines = "".join(json.dumps(record) + "\n" for record in task.sample_records(result, split))
+        result.extra["samples_file"] = str(atomic_write_text(samples_file(task, split, out), lines))
     result.extra.setdefault("examples_per_s", result.n_samples / wall if wall > 0 else 0.0)
     fields = report_fields(task.cfg, precision, start, wall, dataset=task.dataset_name())
     report = result.to_report(split=split, checkpoint=checkpoint_info(checkpoint), **fields)
@@ -148,6 +165,7 @@ def run_evaluation(
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
     task: str | None = None,
+    log_samples: bool = False,
 ) -> RunReport | None:
     """``albef evaluate <task>``: evaluate ``checkpoint`` on ``split`` of ``cfg``'s task.
 
@@ -159,6 +177,7 @@ def run_evaluation(
         options: The task's own options by name.
         overwrite: Replace the files of an earlier evaluation (otherwise refused before any work).
         task: The task the command was called for.
+        log_samples: Also write the per-sample log (``<stem>-samples.jsonl``).
 
     Returns:
         The run report on rank 0, ``None`` elsewhere.
@@ -173,8 +192,11 @@ def run_evaluation(
     if split not in chosen.splits:
         raise ConfigError(f"task {cfg.task!r} has no split {split!r}; valid: {', '.join(chosen.splits)}")
     out = out or chosen.evaluation_dir()
-    refuse_overwrite(report_files(chosen, split, out, options), overwrite)
+    if log_samples and type(chosen).sample_records is Task.sample_records:
+        raise ConfigError(f"task {cfg.task!r} keeps no per-sample records (--log-samples)")
+    refuse_overwrite(report_files(chosen, split, out, options, log_samples), overwrite)
     model = evaluation_model(cfg, checkpoint, precision)
     return evaluate_split(
-        chosen, model, precision, split, out, checkpoint=checkpoint, options=options, is_main=world.is_main
-    )
+        chosen, model, precision, split, out, checkpoint=checkpoint, options=options, is_main=world.is_main,
+        log_samples=log_samples,
+    )  # fmt: skip

@@ -166,3 +166,26 @@ def test_two_gloo_processes_give_the_single_process_matrices(
     for name in ("scores_i2t", "scores_t2i"):
         assert torch.equal(one[name], two[name]), name
     assert RunReport.load(double / f"{STEM}.json").extra["world_size"] == 2
+
+
+def test_log_samples_lists_each_query_s_best_candidates_and_true_rank(
+    world: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    assert evaluate(world, checkpoint, tmp_path, "--save-scores", "--log-samples") == 0
+    report = RunReport.load(tmp_path / f"{STEM}.json")
+    scores = torch.load(tmp_path / f"{STEM}-scores.pt")
+    lines = [json.loads(x) for x in (tmp_path / f"{STEM}-samples.jsonl").read_text().splitlines()]
+    images = [r for r in lines if r["query"] == "image"]
+    texts = [r for r in lines if r["query"] == "text"]
+    assert (len(images), len(texts)) == (16, 80) and report.extra["samples_file"].endswith("samples.jsonl")
+    first = images[0]
+    best = torch.argsort(-scores["scores_i2t"][0], stable=True)[:10].tolist()
+    assert [c["text_id"] for c in first["top"]] == best
+    assert first["top"][0]["score"] == pytest.approx(float(scores["scores_i2t"][0, best[0]]), abs=1e-6)
+    assert all(c["true"] == (c["text_id"] in first["true_text_ids"]) for c in first["top"])
+    # the ranks are the metric's: recall@1 from them equals the report's
+    assert 100 * sum(r["rank"] == 0 for r in images) / 16 == pytest.approx(report.metrics["txt_r1"].value)
+    assert 100 * sum(r["rank"] < 5 for r in texts) / 80 == pytest.approx(report.metrics["img_r5"].value)
+    assert texts[3]["caption"] and all(
+        c["true"] == (c["image_id"] == texts[3]["true_image_id"]) for c in texts[3]["top"]
+    )

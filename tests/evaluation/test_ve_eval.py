@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,12 @@ def test_finetune_and_evaluate_ve(tmp_path_factory: pytest.TempPathFactory, tmp_
     test = RunReport.load(run / "ve_test_report.json")
     assert (test.task, test.split, test.extra["n_samples"]) == ("ve", "test", 24)  # 4 images x 6 hypotheses
     argv = ["evaluate", "ve", "--config", str(run / "config.yaml"), "--checkpoint", str(run / "best.pt")]
-    assert main([*argv, "--split", "dev", "--output-dir", str(tmp_path / "eval")]) == 0
+    assert main([*argv, "--split", "dev", "--output-dir", str(tmp_path / "eval"), "--log-samples"]) == 0
     dev = RunReport.load(tmp_path / "eval" / "ve_dev_report.json")
     assert sum(m.group == "class" for m in dev.metrics.values()) == 3
+    lines = [json.loads(x) for x in (tmp_path / "eval" / "ve_dev-samples.jsonl").read_text().splitlines()]
+    names = ("contradiction", "neutral", "entailment")
+    assert all(r["predicted"] == names[max(range(3), key=r["logits"].__getitem__)] for r in lines)
+    hits = [r["predicted"] == r["true"] for r in lines]
+    assert dev.metrics["accuracy"].value == pytest.approx(100 * sum(hits) / len(hits))
     assert main(["evaluate", "ve", "--config", "synthetic_nlvr", "--checkpoint", str(pre)]) == 2

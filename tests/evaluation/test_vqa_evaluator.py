@@ -184,6 +184,25 @@ def test_evaluate_command_writes_server_file_and_report(
     assert report.extra["result_file"] == str(tmp_path / "vqa_result_test.json")
 
 
+def test_log_samples_gives_every_question_its_ranked_answers_and_accuracy(
+    world: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    assert main([*_evaluate_argv(world, checkpoint, tmp_path), "--log-samples"]) == 0
+    answers = {
+        r["question_id"]: r["answer"] for r in json.loads((tmp_path / "vqa_result_test.json").read_text())
+    }
+    lines = [json.loads(x) for x in (tmp_path / "vqa_test-samples.jsonl").read_text().splitlines()]
+    assert len(lines) == 64 and {r["question_id"] for r in lines} == set(answers)
+    for record in lines:
+        assert record["answer"] == answers[record["question_id"]] == record["ranked"][0][0]
+        probs = [p for _, p in record["ranked"]]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert record["truth"] and 0.0 <= record["accuracy"] <= 1.0
+    report = RunReport.load(tmp_path / "vqa_test_report.json")
+    mean = 100 * sum(r["accuracy"] for r in lines) / 64  # the official overall is the mean, rounded
+    assert report.metrics["overall"].value == pytest.approx(mean, abs=0.01)
+
+
 def test_a_skipped_image_leaves_an_incomplete_result_that_is_refused(
     world: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

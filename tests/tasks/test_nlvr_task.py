@@ -272,9 +272,14 @@ def test_evaluate_nlvr_then_score_with_the_official_rules(
 ) -> None:
     run, world = chain["nlvr"], chain["world"]
     argv = ["evaluate", "nlvr", "--config", str(run / "config.yaml"), "--checkpoint", str(run / "best.pt")]
-    assert main([*argv, "--split", "dev", "--output-dir", str(run / "eval")]) == 0
+    assert main([*argv, "--split", "dev", "--output-dir", str(run / "eval"), "--log-samples"]) == 0
     report = json.loads((run / "eval" / "nlvr_dev_report.json").read_text())
     predictions = run / "eval" / "nlvr_predictions_dev.csv"
+    samples = [json.loads(x) for x in (run / "eval" / "nlvr_dev-samples.jsonl").read_text().splitlines()]
+    csv_rows = dict(line.split(",") for line in predictions.read_text().splitlines())
+    assert {s["identifier"]: s["predicted"] for s in samples} == csv_rows
+    hits = [s["predicted"] == s["true"] for s in samples]
+    assert report["metrics"]["accuracy"]["value"] == pytest.approx(100 * sum(hits) / len(hits))
     capsys.readouterr()
     labels = world / "nlvr_raw" / "dev.jsonl"
     assert main(["evaluate", "nlvr-score", "--predictions", str(predictions), "--labels", str(labels)]) == 0
