@@ -28,13 +28,20 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
     tmp_path: Path,
 ) -> None:
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, 2, "amp_bf16")}
-    assert list(stages) == ["pretrain", "ta", "retrieval", "nlvr", "vqa", "ve", "grounding"]
+    assert list(stages) == [
+        "pretrain", "ta", "retrieval", "nlvr", "vqa", "ve", "grounding", "winoground", "sugarcrepe",
+    ]  # fmt: skip
     assert stages["pretrain"].after is None and stages["pretrain"].cores == 2
     assert stages["nlvr"].after == "ta"
     assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve", "grounding")} == {"pretrain"}
     grounding = stages["grounding"].argv
     assert grounding[:4] == ["finetune", "grounding", "--config", "synthetic_grounding"]
     assert stages["grounding"].report == "grounding-synthetic-test.json"
+    for probe in ("winoground", "sugarcrepe"):  # the probes evaluate the pretrained model as it is
+        assert stages[probe].after == "pretrain" and stages[probe].argv[:2] == ["evaluate", probe]
+        assert "--log-samples" in stages[probe].argv and not any(
+            "optim.epochs" in a for a in stages[probe].argv
+        )
     argv = stages["vqa"].argv
     assert argv[:3] == ["finetune", "vqa", "--config"] and "synthetic_vqa" in argv
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
@@ -86,7 +93,7 @@ def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
         assert "runtime.precision=fp32" in sets("pretrain")
         assert not any(s.startswith("data.batch_size_train") for s in sets("pretrain"))
     one_thread = "amp_bf16" if native_bf16 else "fp32"
-    for name in ("ta", "retrieval", "nlvr", "vqa", "ve", "grounding"):
+    for name in ("ta", "retrieval", "nlvr", "vqa", "ve", "grounding", "winoground", "sugarcrepe"):
         assert (stages[name].ranks, stages[name].threads) == (1, 1)
         assert f"runtime.precision={one_thread}" in sets(name)
         assert ("model.distill=false" in sets(name)) == (name in ("vqa", "nlvr"))

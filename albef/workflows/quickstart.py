@@ -1,7 +1,8 @@
 """The quickstart pipeline: the whole method on the synthetic world, each stage an ordinary ``albef`` command.
 
 :func:`build_stages` lays out the stages (pretraining, then text assignment -> NLVR² next to retrieval ->
-VQA -> SNLI-VE -> RefCOCO+-style grounding) with their epochs, precision and process layout; :func:`run_pipeline` runs them as
+VQA -> SNLI-VE -> RefCOCO+-style grounding, and the Winoground- and SugarCrepe-style probes of the pretrained
+model) with their epochs, precision and process layout; :func:`run_pipeline` runs them as
 subprocesses, two at a time after pretraining; :func:`summarise` writes the one report against chance levels.
 ``albef quickstart`` (``albef.cli.quickstart``) parses the options and calls them.
 """
@@ -134,6 +135,11 @@ def build_stages(
             arg for s in sets for arg in ("--set", s)
         ]
 
+    def evaluate(name: str) -> list[str]:
+        sets = [*common, f"runtime.precision={resolve_quickstart_precision(precision, 1)}"]
+        return ["evaluate", name, "--config", f"synthetic_{name}", "--output-dir", str(out / name),
+                "--no-progress", "--log-samples"] + [arg for s in sets for arg in ("--set", s)]  # fmt: skip
+
     batch = [f"data.batch_size_train={per_rank_batch}"] if ranks > 1 else []
     pretrain = argv(["pretrain"], "synthetic_pretrain", "pretrain", batch)
     # The longest chain (text assignment -> NLVR2) starts first, next to retrieval; VQA and SNLI-VE follow.
@@ -155,6 +161,9 @@ def build_stages(
             "pretrain",
             "grounding-synthetic-test.json",
         ),
+        # The compositional probes score the pretrained model itself (no finetuning): seconds each.
+        Stage("winoground", evaluate("winoground"), "pretrain", "winoground-synthetic-test.json"),
+        Stage("sugarcrepe", evaluate("sugarcrepe"), "pretrain", "sugarcrepe-synthetic-test.json"),
     ]
 
 
