@@ -277,23 +277,6 @@ class RetrievalEvalImages(RecordDataset[str]):
         return IndexedImage(self.image(self.image_root, record, index), index)
 
 
-class BenchmarkImages(RecordDataset[tuple[str, CropBox | None]]):
-    """The distinct images of a benchmark, each ``(path, crop box or None)``, in the given order."""
-
-    def __init__(
-        self,
-        images: Sequence[tuple[str, CropBox | None]],
-        image_root: str | Path,
-        transform: Transform,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(images, transform, **kwargs)
-        self.image_root = image_root
-
-    def build(self, record: tuple[str, CropBox | None], index: int, rng: random.Random) -> IndexedImage:
-        return IndexedImage(self.image(self.image_root, record[0], index, record[1]), index)
-
-
 def retrieval_eval_texts(split: RetrievalEvalSet, max_words: int = 30) -> list[str]:
     """The split's captions after ``pre_caption``, in text-id order."""
     return [pre_caption(text, max_words) for text in split.texts]

@@ -85,6 +85,18 @@ class WandbSink:
         self.run.finish()
 
 
+def metric_sinks(cfg: Any, run_dir: Path, step: int) -> list[MetricSink]:
+    """The sinks ``cfg.runtime`` asks for (TensorBoard, W&B) of a run in ``run_dir`` resuming after ``step``."""
+    import dataclasses
+
+    sinks: list[MetricSink] = []
+    if cfg.runtime.tensorboard:
+        sinks.append(TensorBoardSink(run_dir / "tensorboard", purge_step=step + 1))
+    if cfg.runtime.wandb_project:
+        sinks.append(WandbSink(cfg.runtime.wandb_project, run_dir, dataclasses.asdict(cfg)))
+    return sinks
+
+
 class MetricsLog:
     """Appends one JSON object per optimizer step to ``metrics.jsonl`` (rank 0 only), and hands each record to
     the ``sinks`` (TensorBoard, W&B), which it closes at the end.

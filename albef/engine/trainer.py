@@ -31,14 +31,7 @@ from albef.engine import checkpointing as ckpt
 from albef.engine.determinism import naming_nondeterministic_ops
 from albef.engine.display import StepDisplay
 from albef.engine.distributed import World, all_gather_object
-from albef.engine.metrics_log import (
-    MetricSink,
-    MetricsLog,
-    TensorBoardSink,
-    WandbSink,
-    step_record,
-    step_timing,
-)
+from albef.engine.metrics_log import MetricsLog, metric_sinks, step_record, step_timing
 from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
 from albef.engine.precision import Precision, synchronize
 from albef.engine.stopping import StopSignals
@@ -297,7 +290,7 @@ class Trainer:
         self.model.train()
         last_checkpoint: Path | None = path
         metrics = self.output_dir / "metrics.jsonl"
-        sinks = self._metric_sinks() if self.world.is_main else []
+        sinks = metric_sinks(self.cfg, self.output_dir, self.state.global_step) if self.world.is_main else []
         with MetricsLog(metrics, self.world.is_main, self.state.global_step, sinks) as log:
             while not self._done() and self.state.epoch < self.cfg.optim.epochs:
                 epoch = self.state.epoch
@@ -319,18 +312,6 @@ class Trainer:
         if len(self.skipped) and self.world.is_main:
             print(self.skipped.summary(), file=sys.stderr)
         return result
-
-    def _metric_sinks(self) -> list[MetricSink]:
-        """TensorBoard and W&B, where the config asks for them (rank 0)."""
-        sinks: list[MetricSink] = []
-        runtime = self.cfg.runtime
-        if runtime.tensorboard:
-            sinks.append(
-                TensorBoardSink(self.output_dir / "tensorboard", purge_step=self.state.global_step + 1)
-            )
-        if runtime.wandb_project:
-            sinks.append(WandbSink(runtime.wandb_project, self.output_dir, dataclasses.asdict(self.cfg)))
-        return sinks
 
     def _validate(self, epoch: int, log: MetricsLog, result: TrainResult) -> None:
         """Run ``evaluate`` after ``epoch``; keep ``best.pt`` when ``select`` improved."""

@@ -12,6 +12,7 @@ scorers side by side as one table (``extra["tables"]``) and every example's scor
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from albef.data.collate import collate_images
-from albef.data.datasets import BenchmarkImages, CropBox, Transform
+from albef.data.datasets import CropBox, IndexedImage, RecordDataset, Transform
 from albef.data.formats_compositional import ContrastExample, WinogroundExample
 from albef.data.loaders import build_loader
 from albef.data.text import pre_caption
@@ -44,6 +45,23 @@ from albef.reporting.measure import StageTimer
 from albef.reporting.schema import Metric
 
 ImageKey = tuple[str, CropBox | None]
+
+
+class BenchmarkImages(RecordDataset[tuple[str, CropBox | None]]):
+    """The distinct images of a benchmark, each ``(path, crop box or None)``, in the given order."""
+
+    def __init__(
+        self,
+        images: Sequence[tuple[str, CropBox | None]],
+        image_root: str | Path,
+        transform: Transform,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(images, transform, **kwargs)
+        self.image_root = image_root
+
+    def build(self, record: tuple[str, CropBox | None], index: int, rng: random.Random) -> IndexedImage:
+        return IndexedImage(self.image(self.image_root, record[0], index, record[1]), index)
 
 
 @dataclass
