@@ -35,7 +35,7 @@ text-assignment pretraining), SNLI-VE and weakly-supervised grounding (Grad-CAM 
 RefCOCO+-style expressions), two stages at a time, and write one report (Markdown + JSON + plots: loss
 curves, every task against its chance level, throughput per stage, grounding heat maps) to --report-dir.
 
-About 12 minutes on 2 CPU cores that compute bf16 in hardware (AVX512-BF16 or AMX; longer without) at the
+About 10 minutes on 2 CPU cores that compute bf16 in hardware (AVX512-BF16 or AMX; longer without) at the
 default --minutes 15; --minutes M scales every stage's epochs by M/15 (fewer minutes, lower accuracy). The
 same seed gives the same numbers. Each stage's log, checkpoints and run report are under
 --output-dir/<stage>/.

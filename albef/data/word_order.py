@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 from albef.data.formats_compositional import ContrastExample
 from albef.data.text import pre_caption
+from albef.errors import ConfigError
 
 Tagger = Callable[[str], list[tuple[str, str]]]
 """``text -> [(token, Penn Treebank tag), ...]``."""
@@ -38,15 +39,17 @@ PERTURBATIONS = (
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
 
+INSTALL_SPACY = "pip install spacy && python -m spacy download en_core_web_sm"
+
+
 def spacy_tagger() -> Tagger:
-    """The tagger ARO uses (spaCy ``en_core_web_sm``); an ``ImportError`` or ``OSError`` says how to install it."""
+    """The tagger ARO uses (spaCy ``en_core_web_sm``); a ``ConfigError`` says how to install what is missing."""
     try:
         import spacy
-    except ImportError as err:
-        raise ImportError(
-            "the Order sets need spaCy's tagger: pip install spacy && python -m spacy download en_core_web_sm"
-        ) from err
-    nlp = spacy.load("en_core_web_sm")
+
+        nlp = spacy.load("en_core_web_sm")
+    except (ImportError, OSError) as err:
+        raise ConfigError(f"the Order sets need spaCy's English tagger ({err}): {INSTALL_SPACY}") from err
     return lambda text: [(token.text, token.tag_) for token in nlp(text)]
 
 

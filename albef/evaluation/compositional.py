@@ -64,9 +64,3 @@ def macro_groups(groups: Sequence[str], excluded: Sequence[str] = (), min_count:
     sizes = Counter(groups)
     left_out = set(excluded)
     return [g not in left_out and sizes[g] >= min_count for g in groups]
-
-
-def chance_of_options(options: Sequence[int], ties_win: bool = False) -> float:
-    """Percent right by a scorer that gives every option an equal chance of being best (1 / options)."""
-    del ties_win  # continuous scores tie with probability 0
-    return 100.0 * sum(1.0 / n for n in options) / len(options) if options else 0.0

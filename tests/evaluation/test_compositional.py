@@ -209,3 +209,15 @@ def test_order_examples_put_the_caption_first_and_repeat_exactly() -> None:
     assert first[0].captions[0] == "a white dog chases the red ball" and first[0].image == "a.jpg"
     assert order_examples(images, tagger, seed=0) == first
     assert order_examples(images, tagger, seed=1) != first
+
+
+def test_the_order_sets_without_spacy_stop_with_the_install_command() -> None:
+    import importlib.util
+
+    from albef.data.word_order import spacy_tagger
+    from albef.errors import ConfigError
+
+    if importlib.util.find_spec("spacy") is not None:
+        pytest.skip("spaCy is installed here")
+    with pytest.raises(ConfigError, match="python -m spacy download en_core_web_sm"):
+        spacy_tagger()
