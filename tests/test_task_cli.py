@@ -85,3 +85,15 @@ def test_a_task_command_refuses_another_tasks_config(
     assert main(argv) == 2
     assert "config 'synthetic_ve' is for task 've', not toy" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [checkpoint]  # refused before any work
+
+
+def test_every_evaluate_command_defaults_to_a_preset_of_its_own_task() -> None:
+    """``albef evaluate <task>`` without ``--config`` loads ``synthetic_<task>`` or the task's own default."""
+    from albef.config import load_config
+    from albef.tasks import all_tasks
+
+    for name, task in all_tasks():
+        if task.evaluate_description is None:
+            continue
+        cfg = load_config(task.default_config or f"synthetic_{name}")
+        assert cfg.task == name, name

@@ -22,7 +22,8 @@ from albef.tasks import all_tasks
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="evaluate a checkpoint (retrieval, VQA, NLVR2, SNLI-VE) or score a result file",
+        help="evaluate a checkpoint (retrieval, VQA, NLVR2, SNLI-VE, grounding, Winoground, SugarCrepe, ARO) or "
+        "score a result file",
         description=(
             "Evaluate a checkpoint on a split with the official protocol and write a run report (metrics with "
             "95% intervals + per-stage throughput and latency) as JSON and Markdown, plus the task's own files; "
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
         if task.evaluate_description is None:
             continue
         sub = described_parser(tasks, name, task.help, task.evaluate_description)
-        add_config_arguments(sub, default=f"synthetic_{name}")
+        add_config_arguments(sub, default=task.default_config or f"synthetic_{name}")
         sub.add_argument(
             "--checkpoint", required=True, metavar="PATH", help="weights to evaluate (official ALBEF or ours)"
         )

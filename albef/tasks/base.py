@@ -78,6 +78,8 @@ class Task(ABC):
     """``--help`` of ``albef finetune <task>``; ``None``: the task has no finetune command."""
     evaluate_description: ClassVar[str | None] = None
     """``--help`` of ``albef evaluate <task>``; ``None``: the task has no evaluate command."""
+    default_config: ClassVar[str | None] = None
+    """The preset ``albef evaluate <task>`` uses without ``--config`` (``None``: ``synthetic_<task>``)."""
     splits: ClassVar[tuple[str, ...]] = ("test", "val")
     """The ``--split`` names of ``albef evaluate <task>``; the first is the default."""
     finetune_options: ClassVar[tuple[Option, ...]] = ()

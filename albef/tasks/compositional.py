@@ -172,6 +172,8 @@ class AROTask(BenchmarkTask):
     )
     splits = ("vg_relation", "vg_attribution", "coco_order", "flickr_order")
     report_dataset = "aro"
+    # The synthetic world has no ARO-style set (its probes are Winoground and SugarCrepe style).
+    default_config = "aro"
 
     def benchmark(self, split: str) -> tuple[Benchmark, Path, str]:
         path = self._split_file(split)
