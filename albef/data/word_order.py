@@ -18,6 +18,7 @@ so its perturbed captions are other draws of the same four distributions.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -53,14 +54,22 @@ def spacy_tagger() -> Tagger:
     return lambda text: [(token.text, token.tag_) for token in nlp(text)]
 
 
-def word_tokens(text: str) -> list[str]:
-    """Words and punctuation marks (NLTK's ``word_tokenize`` if installed)."""
+@functools.cache
+def _nltk_tokenize() -> Callable[[str], list[str]] | None:
+    """NLTK's ``word_tokenize`` with its data, or ``None`` (looked up once)."""
     try:
         from nltk import word_tokenize
 
-        return list(word_tokenize(text))
+        word_tokenize("a test.")  # raises LookupError without the punkt data
     except (ImportError, LookupError):
-        return _WORDS.findall(text)
+        return None
+    return lambda text: list(word_tokenize(text))
+
+
+def word_tokens(text: str) -> list[str]:
+    """Words and punctuation marks (NLTK's ``word_tokenize`` if installed)."""
+    tokenize = _nltk_tokenize()
+    return tokenize(text) if tokenize is not None else _WORDS.findall(text)
 
 
 def _shuffle_positions(tokens: list[str], positions: Sequence[int], rng: random.Random) -> list[str]:

@@ -73,6 +73,22 @@ class Measured:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
 
+def group_masks(groups: Sequence[str]) -> dict[str, Tensor]:
+    """Each distinct group (sorted) -> the boolean mask of its examples."""
+    index = {g: i for i, g in enumerate(sorted(set(groups)))}
+    ids = torch.tensor([index[g] for g in groups])
+    return {g: ids == i for g, i in index.items()}
+
+
+def rounded_rows(table: Tensor) -> list[Any]:
+    """A score table as nested lists of floats rounded to 6 decimals (what the per-sample log holds)."""
+
+    def rounded(value: Any) -> Any:
+        return [rounded(v) for v in value] if isinstance(value, list) else round(value, 6)
+
+    return [rounded(row) for row in table.tolist()]
+
+
 class Benchmark(ABC):
     """A benchmark's examples as pairs to score, and its metrics of the scores."""
 
@@ -103,22 +119,21 @@ class WinogroundBenchmark(Benchmark):
 
     def measure(self, scores: dict[str, Tensor]) -> Measured:
         out = Measured()
-        tags = [ex.collapsed_tag or ex.tag or "all" for ex in self.examples]
+        masks = group_masks([ex.collapsed_tag or ex.tag or "all" for ex in self.examples])
         for scorer, table in scores.items():
             outcomes = winoground_outcomes(table.view(-1, 2, 2))
             for name, hits in outcomes.items():
                 out.metrics[f"{scorer}/{name}"] = percent_metric(hits.double())
                 out.chance[f"{scorer}/{name}"] = WINOGROUND_CHANCE[name]
-                for tag in sorted(set(tags)):
-                    mask = torch.tensor([t == tag for t in tags])
+                for tag, mask in masks.items():
                     out.metrics[f"{scorer}/{tag}/{name}"] = percent_metric(
                         hits[mask].double(), group=f"{scorer} by tag"
                     )
                     out.chance[f"{scorer}/{tag}/{name}"] = WINOGROUND_CHANCE[name]
+        rounded = {scorer: rounded_rows(table.view(-1, 2, 2)) for scorer, table in scores.items()}
         for i, ex in enumerate(self.examples):
             record: dict[str, Any] = {"id": ex.id, "tag": ex.tag, "collapsed_tag": ex.collapsed_tag}
-            for scorer, table in scores.items():
-                record[scorer] = [[round(float(v), 6) for v in row] for row in table[i].view(2, 2).tolist()]
+            record.update({scorer: rows[i] for scorer, rows in rounded.items()})
             out.samples.append(record)
         return out
 
@@ -158,27 +173,27 @@ class ContrastBenchmark(Benchmark):
     def measure(self, scores: dict[str, Tensor]) -> Measured:
         out = Measured()
         groups = [ex.group for ex in self.examples]
+        masks = group_masks(groups)
         counted = torch.tensor(macro_groups(groups, self.excluded, self.min_count))
+        kept = [g for g, keep in zip(groups, counted.tolist(), strict=True) if keep]
         chance = 100.0 / self.pairs_per_example
         for scorer, table in scores.items():
             hits = contrast_outcomes(table, self.ties_win).double()
             out.metrics[f"{scorer}/accuracy"] = percent_metric(hits)
             out.chance[f"{scorer}/accuracy"] = chance
             if self.macro:
-                kept = [g for g, keep in zip(groups, counted.tolist(), strict=True) if keep]
                 out.metrics[f"{scorer}/macro_accuracy"] = macro_percent_metric(hits[counted], kept)
                 out.chance[f"{scorer}/macro_accuracy"] = chance
-            for group in sorted(set(groups)):
-                mask = torch.tensor([g == group for g in groups])
+            for group, mask in masks.items():
                 out.metrics[f"{scorer}/{group}"] = percent_metric(
                     hits[mask], group=f"{scorer} by {self.group_label}"
                 )
                 out.chance[f"{scorer}/{group}"] = chance
+        rounded = {scorer: rounded_rows(table) for scorer, table in scores.items()}
         for i, ex in enumerate(self.examples):
             record: dict[str, Any] = {"id": ex.id, "image": ex.image, self.group_label: ex.group}
             record["captions"] = list(ex.captions)
-            for scorer, table in scores.items():
-                record[scorer] = [round(float(v), 6) for v in table[i].tolist()]
+            record.update({scorer: rows[i] for scorer, rows in rounded.items()})
             out.samples.append(record)
         return out
 

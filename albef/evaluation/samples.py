@@ -16,20 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from albef.data.records import RetrievalEvalSet
-from albef.evaluation.metrics import retrieval_ranks
+from albef.evaluation.metrics import retrieval_ranks, topk_candidates
 
 TOP = 10
 """Candidates listed per retrieval query."""
 
 
-def _top(row: Tensor, top: int) -> list[tuple[int, float]]:
-    """The ``top`` best columns of ``row``, best first (ties: lower index first)."""
-    order = torch.argsort(-row, stable=True)[:top]
-    return [(int(i), round(float(row[i]), 6)) for i in order]
+def _top(scores: Tensor, top: int) -> list[list[tuple[int, float]]]:
+    """Per row of ``scores``, its ``top`` best columns with their scores, best first (ties: lower index first,
+    by the ranking's own partial selection)."""
+    values, indices = topk_candidates(scores, top)
+    return [
+        [(i, round(v, 6)) for i, v in zip(row_i, row_v, strict=True)]
+        for row_i, row_v in zip(indices.tolist(), values.tolist(), strict=True)
+    ]
 
 
 def retrieval_samples(
@@ -37,6 +40,7 @@ def retrieval_samples(
 ) -> list[dict[str, Any]]:
     """Image queries first (in split order), then caption queries (module docstring)."""
     img_ranks, txt_ranks = retrieval_ranks(scores_i2t, scores_t2i, split.img2txt, split.txt2img)
+    best_texts, best_images = _top(scores_i2t, top), _top(scores_t2i, top)
     records: list[dict[str, Any]] = []
     for i, image in enumerate(split.images):
         truth = set(split.img2txt[i])
@@ -46,7 +50,7 @@ def retrieval_samples(
                 "true_text_ids": sorted(truth),
                 "top": [
                     {"text_id": t, "caption": split.texts[t], "score": s, "true": t in truth}
-                    for t, s in _top(scores_i2t[i], top)
+                    for t, s in best_texts[i]
                 ],
             }
         )  # fmt: skip
@@ -58,7 +62,7 @@ def retrieval_samples(
                 "true_image_id": owner,
                 "top": [
                     {"image_id": i, "image": split.images[i], "score": s, "true": i == owner}
-                    for i, s in _top(scores_t2i[t], top)
+                    for i, s in best_images[t]
                 ],
             }
         )  # fmt: skip

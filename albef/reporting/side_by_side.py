@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from albef.reporting.render import markdown_table, render, safe_name
-from albef.reporting.schema import RunReport
+from albef.reporting.schema import Metric, RunReport
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,56 +107,51 @@ def checkpoint_label(report: RunReport) -> str:
     return f"{name} ({(ckpt.sha256 or '?')[:12]})"
 
 
-def leaderboard_frame(reports: Sequence[RunReport]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows: checkpoints; columns: ``<task> <dataset> <split> <metric>``; the values, and their intervals
-    (``[low, high]`` text, empty without one) as a second frame of the same shape. A later report of the same
-    checkpoint and column replaces an earlier one."""
-    import pandas as pd
-
-    values: dict[str, dict[str, float]] = {}
-    intervals: dict[str, dict[str, str]] = {}
+def leaderboard_cells(reports: Sequence[RunReport]) -> tuple[list[str], dict[str, dict[str, Metric]]]:
+    """The leaderboard's columns (``<task> <dataset> <split> <metric>``, first-seen order) and each checkpoint's
+    metric per column. A later report of the same checkpoint and column replaces an earlier one."""
+    cells: dict[str, dict[str, Metric]] = {}
     columns: list[str] = []
     for report in reports:
-        row = checkpoint_label(report)
-        wanted = LEADERBOARD_METRICS.get(report.task) or tuple(report.headline_metrics())
-        for name in wanted:
+        row = cells.setdefault(checkpoint_label(report), {})
+        for name in LEADERBOARD_METRICS.get(report.task) or tuple(report.headline_metrics()):
             metric = report.metrics.get(name)
             if metric is None or metric.group is not None:
                 continue
             column = " ".join(p for p in (report.task, report.dataset, report.split, name) if p)
             if column not in columns:
                 columns.append(column)
-            values.setdefault(row, {})[column] = metric.value
-            has = metric.ci_low is not None and metric.ci_high is not None
-            intervals.setdefault(row, {})[column] = (
-                f"[{metric.ci_low:.2f}, {metric.ci_high:.2f}]" if has else ""
-            )
+            row[column] = metric
+    return columns, {label: row for label, row in cells.items() if row}
+
+
+def leaderboard_frame(reports: Sequence[RunReport]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows: checkpoints; columns: ``<task> <dataset> <split> <metric>``; the values, and their intervals
+    (``[low, high]`` text, empty without one) as a second frame of the same shape."""
+    import pandas as pd
+
+    columns, cells = leaderboard_cells(reports)
+
+    def interval(m: Metric) -> str:
+        return "" if m.ci_low is None or m.ci_high is None else f"[{m.ci_low:.2f}, {m.ci_high:.2f}]"
+
+    values = {row: {c: m.value for c, m in metrics.items()} for row, metrics in cells.items()}
+    bounds_text = {row: {c: interval(m) for c, m in metrics.items()} for row, metrics in cells.items()}
     frame = pd.DataFrame.from_dict(values, orient="index", columns=columns)
-    bounds = pd.DataFrame.from_dict(intervals, orient="index", columns=columns).fillna("")
+    bounds = pd.DataFrame.from_dict(bounds_text, orient="index", columns=columns).fillna("")
     frame.index.name = bounds.index.name = "checkpoint"
     return frame, bounds
 
 
 def leaderboard_markdown(reports: Sequence[RunReport]) -> str:
     """The leaderboard as Markdown: ``value ± half-width`` per cell (``-`` where a checkpoint lacks a column)."""
-    frame, bounds = leaderboard_frame(reports)
-    rows = []
-    for label, record in frame.iterrows():
-        cells = [str(label)]
-        for column, value in record.items():
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append("-")
-                continue
-            text = bounds.at[label, column]
-            if text:
-                low, high = (float(x) for x in text.strip("[]").split(","))
-                cells.append(f"{value:.2f} ± {(high - low) / 2:.2f}")
-            else:
-                cells.append(f"{value:.2f}")
-        rows.append(cells)
-    headers = ["checkpoint", *frame.columns]
+    columns, cells = leaderboard_cells(reports)
+    rows = [
+        [label, *(metrics[c].formatted(2) if c in metrics else "-" for c in columns)]
+        for label, metrics in cells.items()
+    ]
     note = "Values with the half-width of their 95 % bootstrap interval; `-`: not evaluated."
-    return "## Leaderboard\n\n" + markdown_table(rows, headers) + f"\n\n{note}\n"
+    return "## Leaderboard\n\n" + markdown_table(rows, ["checkpoint", *columns]) + f"\n\n{note}\n"
 
 
 def write_leaderboard(reports: Sequence[RunReport], out_dir: str | Path) -> list[Path]:

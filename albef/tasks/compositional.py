@@ -38,6 +38,10 @@ from albef.evaluation.compositional_evaluator import (
 from albef.tasks.base import TASKS, Task
 from albef.tasks.data import data_path
 
+EXTRA_SUBSETS = ("replace_count",)
+"""Subsets beyond the release: the synthetic probes also change a count ("two stars" -> "three stars")."""
+
+
 SCORING = """\
 Every distinct image and caption is encoded once and every distinct pair scored once with three scorers,
 reported side by side with 95 % bootstrap intervals: ITC (the cosine of the contrastive features), ITM (the
@@ -152,10 +156,6 @@ class SugarCrepeTask(BenchmarkTask):
             self._root(split),
             ", ".join(str(data_path(self.cfg.data, n)) for n in files.values()),
         )
-
-
-EXTRA_SUBSETS = ("replace_count",)
-"""Subsets beyond the release: the synthetic probes also change a count ("two stars" -> "three stars")."""
 
 
 class AROTask(BenchmarkTask):
