@@ -130,10 +130,13 @@ class DataConfig:
     instances_file: str | None = None
     """Grounding: the REFER ``instances.json`` (image sizes and the refs' boxes)."""
     itm_text_negatives: str | None = None
-    """Pretraining: a JSON file ``{image: [caption false of it, ...]}``; each sample of such an image adds one of
-    them as an extra ITM negative (image, false caption), NegCLIP-style. Not in the official recipe and off by
-    default; the synthetic world writes ``pretrain_negatives.json`` (swapped attributes and objects, wrong
-    relations, counts, added objects) for it."""
+    """Pretraining: a JSON file ``{image: [item, ...]}``, an item being a caption false of the image or a pair
+    ``{"caption": <true of it>, "negative": <false of it, made from that caption>}``; each sample of such an
+    image draws one item: the false caption joins ITM as an extra negative and a pair's true caption as an extra
+    positive (NegCLIP-style hard negatives; paired, ITM cannot learn to reject a sentence form instead of
+    looking). Not in the official recipe and off by default; the synthetic world writes
+    ``pretrain_negatives.json`` (pairs: swapped attributes and objects, wrong relations, counts, added
+    objects) for it."""
     split_files: dict[str, str] = field(default_factory=dict)
     """Benchmarks: the annotation file of each split or subset (SugarCrepe: ``replace_obj`` ... ``swap_att``; ARO:
     ``vg_relation``, ``vg_attribution``, ``coco_order``, ``flickr_order``)."""

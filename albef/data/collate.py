@@ -104,12 +104,14 @@ class TextPolicy:
 @dataclass
 class ImageTextBatch(Batch):
     """Images (B, 3, R, R) and their texts (pretraining, text assignment); with ``data.itm_text_negatives``
-    also captions false of some of the images: ``negative_text`` (N, L) about images ``negative_rows`` (N,)."""
+    also extra ITM pairs: captions ``extra_text`` (N, L) about images ``extra_rows`` (N,), each false
+    (``extra_labels`` 0) or the true caption a false one was made from (1)."""
 
     image: Tensor
     text: TokenBatch
-    negative_text: TokenBatch | None = None
-    negative_rows: Tensor | None = None
+    extra_text: TokenBatch | None = None
+    extra_rows: Tensor | None = None
+    extra_labels: Tensor | None = None
 
 
 @dataclass
@@ -187,12 +189,15 @@ class CaptionCollator(Collator):
     def __call__(self, samples: Sequence[CaptionSample | SkippedImage]) -> ImageTextBatch:
         kept, skipped = split_skipped(samples)
         images = torch.stack([s.image for s in kept])
-        rows = [i for i, s in enumerate(kept) if s.negative is not None]
-        if not rows:
-            return ImageTextBatch(images, self.texts([s.caption for s in kept]), skipped=skipped)
-        negatives = self.texts([str(kept[i].negative) for i in rows])
+        captions = self.texts([s.caption for s in kept])
+        # The false captions first, then the true ones they were made from (each about its sample's image).
+        extras = [(s.negative, i, 0) for i, s in enumerate(kept) if s.negative is not None]
+        extras += [(s.negative_source, i, 1) for i, s in enumerate(kept) if s.negative_source is not None]
+        if not extras:
+            return ImageTextBatch(images, captions, skipped=skipped)
+        texts, rows, labels = zip(*extras, strict=True)
         return ImageTextBatch(
-            images, self.texts([s.caption for s in kept]), negatives, torch.tensor(rows), skipped=skipped
+            images, captions, self.texts(texts), torch.tensor(rows), torch.tensor(labels), skipped=skipped
         )
 
 

@@ -31,6 +31,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from albef.data.errors import DataError
 from albef.data.images import BadImageMode, BadImagePolicy, SkippedImage
 from albef.data.records import (
+    FalseCaption,
     GroundingRecord,
     NLVRRecord,
     PretrainRecord,
@@ -208,11 +209,13 @@ class RootedDataset(RecordDataset[R]):
 @dataclass
 class CaptionSample:
     """An image and one pre-processed caption (pretraining, text assignment), and optionally a caption known
-    to be false of the image (an extra ITM negative, ``data.itm_text_negatives``)."""
+    to be false of the image (an extra ITM negative, ``data.itm_text_negatives``) with the true caption it was
+    made from (an extra ITM positive), when the file pairs them."""
 
     image: Tensor
     caption: str
     negative: str | None = None
+    negative_source: str | None = None
 
 
 class PretrainDataset(RootedDataset[PretrainRecord]):
@@ -220,12 +223,12 @@ class PretrainDataset(RootedDataset[PretrainRecord]):
 
     Args:
         negatives: Image path -> captions false of that image; when given, each sample of such an image also
-            carries one of them, drawn uniformly after the caption.
+            carries one of them (with its true source caption, if paired), drawn uniformly after the caption.
         **kwargs: As :class:`RootedDataset`.
     """
 
     def __init__(
-        self, *args: Any, negatives: Mapping[str, Sequence[str]] | None = None, **kwargs: Any
+        self, *args: Any, negatives: Mapping[str, Sequence[FalseCaption]] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.negatives = negatives or {}
@@ -233,9 +236,12 @@ class PretrainDataset(RootedDataset[PretrainRecord]):
     def build(self, record: PretrainRecord, index: int, rng: random.Random) -> CaptionSample:
         caption = record.captions[rng.randrange(len(record.captions))]
         false = self.negatives.get(record.image)
-        negative = pre_caption(false[rng.randrange(len(false))], self.max_words) if false else None
+        drawn = false[rng.randrange(len(false))] if false else FalseCaption("")
         return CaptionSample(
-            self.image(self.image_root, record.image, index), pre_caption(caption, self.max_words), negative
+            self.image(self.image_root, record.image, index),
+            pre_caption(caption, self.max_words),
+            pre_caption(drawn.negative, self.max_words) if false else None,
+            None if drawn.caption is None else pre_caption(drawn.caption, self.max_words),
         )
 
 

@@ -14,10 +14,11 @@ import contextlib
 import io
 import posixpath
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from albef.data.errors import DataError
-from albef.data.formats_base import PathLike, Record, read_records, top_level_object
+from albef.data.formats_base import PathLike, Record, describe, read_records, top_level_object
 from albef.data.formats_nlvr import (
     nlvr_consistency_groups,
     nlvr_group_key,
@@ -33,7 +34,7 @@ from albef.data.formats_vqa import (
     read_vqa_v2,
     vqa_answer_weights,
 )
-from albef.data.records import ImageId, PretrainRecord, RetrievalEvalSet, RetrievalTrainRecord
+from albef.data.records import FalseCaption, ImageId, PretrainRecord, RetrievalEvalSet, RetrievalTrainRecord
 
 __all__ = [
     "nlvr_consistency_groups",
@@ -73,14 +74,30 @@ def read_pretrain(path: PathLike) -> list[PretrainRecord]:
     ]
 
 
-def read_negative_captions(path: PathLike) -> dict[str, tuple[str, ...]]:
-    """Read captions known to be false of their image: ``{"<image path as in the training file>": [str, ...]}``.
+def read_negative_captions(path: PathLike) -> dict[str, tuple[FalseCaption, ...]]:
+    """Read captions known to be false of their image: ``{"<image path as in the training file>": [item, ...]}``
+    where an item is the false caption alone or ``{"caption": <true of the image>, "negative": <false of it>}``,
+    the pair a hard negative was made from (both then join the ITM loss; see :class:`FalseCaption`).
 
-    Not an official file: the synthetic world writes one (``pretrain_negatives.json``) for the ITM negatives of
-    ``data.itm_text_negatives``.
+    Not an official file: the synthetic world writes one (``pretrain_negatives.json``, pairs) for the ITM pairs
+    of ``data.itm_text_negatives``.
     """
     record = top_level_object(path)
-    return {image: record.nonblank_list(image) for image in record.raw}
+    read: dict[str, tuple[FalseCaption, ...]] = {}
+    for image, items in record.raw.items():
+        if not isinstance(items, list) or not items:
+            raise record.error(image, f"expected a non-empty list, got {describe(items)}")
+        made = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                pair = Record(item, replace(record.where, prefix=f"{image}[{i}]."))
+                made.append(FalseCaption(pair.nonblank("negative"), pair.nonblank("caption")))
+            elif isinstance(item, str) and item.strip():
+                made.append(FalseCaption(item))
+            else:
+                raise record.error(f"{image}[{i}]", f"expected a non-blank string or a pair, got {item!r}")
+        read[image] = tuple(made)
+    return read
 
 
 def read_retrieval_train(path: PathLike) -> list[RetrievalTrainRecord]:

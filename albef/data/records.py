@@ -28,6 +28,16 @@ class PretrainRecord:
 
 
 @dataclass(frozen=True)
+class FalseCaption:
+    """A caption known to be false of an image (an extra ITM negative, ``data.itm_text_negatives``) and,
+    optionally, the true caption it was made from (then also an extra ITM positive: the pair differs only where
+    the false one goes wrong, so the loss cannot tell them apart by wording alone)."""
+
+    negative: str
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
 class RetrievalTrainRecord:
     """One (image, caption) pair of a retrieval training file.
 

@@ -102,17 +102,27 @@ def draw_negatives(
     return sample(w_t2i, w_i2t, exclude)
 
 
+@dataclass
+class ExtraPairs:
+    """ITM pairs beyond the official ones (``data.itm_text_negatives``): caption n about image ``rows[n]`` of the
+    batch, with ITM label ``labels[n]`` (0: known to be false of it; 1: the true caption a false one was made
+    from)."""
+
+    text: TokenBatch
+    rows: Tensor
+    labels: Tensor
+
+
 def itm_with_negatives(
     model: ContrastiveALBEF,
     image: ImageEncoding,
     text: TextEncoding,
     negatives: NegativeSamples,
     fused_pos: Tensor,
-    false_captions: tuple[TokenBatch, Tensor] | None = None,
+    extra_pairs: ExtraPairs | None = None,
 ) -> Tensor:
     """ITM loss on B positives and the valid negatives: (text b, image neg(b)) and (text neg(b), image b), and
-    with ``false_captions = (texts, rows)`` also (false caption n, image rows[n]) for each given one (not in the
-    official recipe: captions known to be false of the image, ``data.itm_text_negatives``)."""
+    with ``extra_pairs`` also each of those, labelled as given (not in the official recipe)."""
     has_img, has_txt = negatives.image_for_text >= 0, negatives.text_for_image >= 0
     neg_img = negatives.image_for_text[has_img]
     neg_txt = negatives.text_for_image[has_txt]
@@ -122,13 +132,16 @@ def itm_with_negatives(
         text.feat,
     )
     images = torch.cat([image.embeds[neg_img], image.embeds[has_txt]])
-    pos_logits = model.itm_logits(fused_pos)
+    pos_logits = [model.itm_logits(fused_pos)]
     neg_logits = [model.itm_logits(model.fuse(texts, images))] if images.shape[0] else []
-    if false_captions is not None:
-        tokens, rows = false_captions
-        false = model.encode_text(tokens.input_ids, tokens.attention_mask)
-        neg_logits.append(model.itm_logits(model.fuse(false, image.embeds[rows])))
-    return itm_loss(pos_logits, torch.cat(neg_logits) if neg_logits else pos_logits[:0])
+    if extra_pairs is not None:
+        tokens = extra_pairs.text
+        extra = model.encode_text(tokens.input_ids, tokens.attention_mask)
+        logits = model.itm_logits(model.fuse(extra, image.embeds[extra_pairs.rows]))
+        true = extra_pairs.labels.bool()
+        pos_logits.append(logits[true])
+        neg_logits.append(logits[~true])
+    return itm_loss(torch.cat(pos_logits), torch.cat(neg_logits) if neg_logits else pos_logits[0][:0])
 
 
 DrawNegatives = Callable[[ITCResult], NegativeSamples]
@@ -162,7 +175,7 @@ def contrastive_step(
     draw: DrawNegatives,
     idx: Tensor | None = None,
     distill: bool = True,
-    false_captions: tuple[TokenBatch, Tensor] | None = None,
+    extra_pairs: ExtraPairs | None = None,
 ) -> ContrastiveStep:
     """ITC with queue + ITM with hard negatives, in the order of the official training forward.
 
@@ -177,8 +190,7 @@ def contrastive_step(
         draw: Gives the ITM negatives from the ITC similarities.
         idx: Image ids (B,) for id positives (retrieval), or ``None`` for diagonal targets.
         distill: Mix the teacher's similarities into the ITC targets.
-        false_captions: Captions false of some images and those images' rows: extra ITM negatives (see
-            :func:`itm_with_negatives`), after the official passes.
+        extra_pairs: Extra ITM pairs (see :func:`itm_with_negatives`), scored after the official passes.
 
     Returns:
         The :class:`ContrastiveStep`.
@@ -192,5 +204,5 @@ def contrastive_step(
     enqueue_gathered(model, image_m, text_m, idx)
     fused_pos = model.fuse(text_enc, image_enc.embeds)
     negatives = draw(itc)
-    itm = itm_with_negatives(model, image_enc, text_enc, negatives, fused_pos, false_captions)
+    itm = itm_with_negatives(model, image_enc, text_enc, negatives, fused_pos, extra_pairs)
     return ContrastiveStep(itc, itm, negatives, image_enc, image_m)

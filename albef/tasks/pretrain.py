@@ -23,7 +23,7 @@ from albef.losses import mask_tokens, mlm_loss
 from albef.losses.itm import NegativeSamples, Sampler, sample_negatives
 from albef.models.albef import ALBEFPretrain
 from albef.tasks.base import TASKS, Task
-from albef.tasks.contrastive import ITCResult, contrastive_step, draw_negatives
+from albef.tasks.contrastive import ExtraPairs, ITCResult, contrastive_step, draw_negatives
 from albef.tasks.data import data_path, train_transform
 
 TEMP_RANGE = (0.001, 0.5)
@@ -67,11 +67,11 @@ class PretrainObjective:
         """Losses ``itc_loss``, ``itm_loss``, ``mlm_loss`` and the logged ``temp``."""
         with torch.no_grad():
             model.temp.clamp_(*TEMP_RANGE)
-        false = None
-        if batch.negative_text is not None and batch.negative_rows is not None:
-            false = (batch.negative_text, batch.negative_rows)
+        extra = None
+        if batch.extra_text is not None and batch.extra_rows is not None and batch.extra_labels is not None:
+            extra = ExtraPairs(batch.extra_text, batch.extra_rows, batch.extra_labels)
         step = contrastive_step(
-            model, batch.image, batch.text, alpha, self.draw, distill=model.distill, false_captions=false
+            model, batch.image, batch.text, alpha, self.draw, distill=model.distill, extra_pairs=extra
         )
         ids, mask = batch.text.input_ids, batch.text.attention_mask
         masked, labels = mask_tokens(

@@ -327,6 +327,45 @@ def test_vqa_answers_are_true_of_the_images(world: Path, scenes: dict[str, Scene
     assert checked > 20
 
 
+def test_pretrain_negatives_pair_a_true_caption_with_a_false_one_of_the_same_form(
+    world: Path, scenes: dict[str, Scene]
+) -> None:
+    """Every relation pair of ``pretrain_negatives.json``, parsed without the generator's helpers: the caption
+    holds of its image and the negative does not; and both captions of every pair share their sentence form, so
+    ITM cannot tell them apart by wording (the world-v4 file of false captions alone could be)."""
+    relation = r"(to the left of|to the right of|above|below)"
+    relations = {
+        "to the left of": "left of",
+        "to the right of": "right of",
+        "above": "above",
+        "below": "below",
+    }
+
+    def related(text: str) -> Related | None:
+        match = re.fullmatch(rf"An? (.+?) {relation} an? (.+?)\.", text)
+        if match is None:
+            return None
+        return Related(_parse_desc(match.group(1)), relations[match.group(2)], _parse_desc(match.group(3)))
+
+    checked = 0
+    for image, pairs in _load(world, "pretrain_negatives.json").items():
+        assert image.startswith("images/pretrain/") and pairs
+        for pair in pairs:
+            assert set(pair) == {"caption", "negative"} and pair["caption"] != pair["negative"], pair
+            true = related(pair["caption"])
+            if " and " in pair["negative"]:  # add_obj: the true caption with an absent object joined on
+                assert pair["negative"].startswith(pair["caption"][:-1] + " and "), pair
+                assert true is not None and true.holds(scenes[image]), (image, pair)
+                continue
+            false = related(pair["negative"])
+            assert (true is None) == (false is None), pair
+            assert pair["caption"].startswith("There") == pair["negative"].startswith("There"), pair
+            if true is not None and false is not None:
+                assert true.holds(scenes[image]) and not false.holds(scenes[image]), (image, pair)
+                checked += 1
+    assert checked > 100
+
+
 def test_logical_forms() -> None:
     scene = Scene(
         (

@@ -133,46 +133,53 @@ def test_objective_takes_the_special_ids_from_the_tokenizer(
     assert (batch.text.input_ids[:, 0] == tokenizer.cls_token_id).all()
 
 
-def test_false_captions_are_extra_itm_negatives_of_their_images(
+def test_extra_pairs_join_the_itm_loss_with_their_labels(
     model: ALBEFPretrain, tokenizer: TextTokenizer
 ) -> None:
-    """The ITM loss with false captions is the cross-entropy over the positives, the in-batch negatives and
-    (image rows[n], false caption n), all labelled by hand; without them the loss is the official one."""
+    """The ITM loss with extra pairs is the cross-entropy over the positives, the in-batch negatives and
+    (caption n, image rows[n]) labelled labels[n], all labelled by hand; without them the loss is the official
+    one."""
     from albef.losses.itm import NegativeSamples
-    from albef.tasks.contrastive import itm_with_negatives
+    from albef.models.albef import TextEncoding
+    from albef.tasks.contrastive import ExtraPairs, itm_with_negatives
 
     model.eval()  # no dropout: the same forward twice gives the same logits
     torch.manual_seed(0)
     batch = ImageTextBatch(images(len(CAPTIONS)), tokenizer.encode(CAPTIONS))
-    false = tokenizer.encode(
-        ["a blue square next to a red circle", "three green stars and one yellow triangle"]
-    )
-    rows = torch.tensor([0, 3])
+    extra_texts = [
+        "a blue square next to a red circle",  # false of image 0
+        "three green stars and one yellow triangle",  # false of image 3
+        "a red square next to a blue circle",  # the true caption the first was made from
+    ]
+    extra = tokenizer.encode(extra_texts)
+    rows, labels = torch.tensor([0, 3, 0]), torch.tensor([0, 0, 1])
     negatives = NegativeSamples(torch.tensor([1, 2, 3, 0]), torch.tensor([2, 3, 0, 1]))
     image = model.encode_image(batch.image)
     text = model.encode_text(batch.text.input_ids, batch.text.attention_mask)
     fused = model.fuse(text, image.embeds)
-    with_false = itm_with_negatives(model, image, text, negatives, fused, (false, rows))
+    with_extra = itm_with_negatives(model, image, text, negatives, fused, ExtraPairs(extra, rows, labels))
     official = itm_with_negatives(model, image, text, negatives, fused)
     pos = model.itm_logits(fused)
     neg_txt = text.states[negatives.text_for_image], text.mask[negatives.text_for_image]
-    from albef.models.albef import TextEncoding
-
     in_batch = model.itm_logits(
         model.fuse(
             TextEncoding(torch.cat([text.states, neg_txt[0]]), torch.cat([text.mask, neg_txt[1]]), text.feat),
             torch.cat([image.embeds[negatives.image_for_text], image.embeds]),
         )
     )
-    enc_false = model.encode_text(false.input_ids, false.attention_mask)
-    extra = model.itm_logits(model.fuse(enc_false, image.embeds[rows]))
-    logits = torch.cat([pos, in_batch, extra])
-    labels = torch.tensor([1] * 4 + [0] * (8 + 2))
-    assert with_false.item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5
+    one_by_one = []
+    for caption, row in zip(extra_texts, rows.tolist(), strict=True):
+        tokens = tokenizer.encode([caption])
+        alone = model.encode_text(tokens.input_ids, tokens.attention_mask)
+        one_by_one.append(model.itm_logits(model.fuse(alone, image.embeds[row : row + 1])))
+    logits = torch.cat([pos, in_batch, *one_by_one])
+    hand = torch.tensor([1] * 4 + [0] * 8 + [0, 0, 1])
+    assert with_extra.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, hand).item(), rel=1e-4
     )
-    expected = torch.nn.functional.cross_entropy(torch.cat([pos, in_batch]), labels[:12])
+    expected = torch.nn.functional.cross_entropy(torch.cat([pos, in_batch]), hand[:12])
     assert official.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(with_extra.item() - official.item()) > 1e-4
 
 
 def test_pretraining_samples_carry_a_false_caption_drawn_after_the_caption(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -183,16 +190,23 @@ def test_pretraining_samples_carry_a_false_caption_drawn_after_the_caption(tmp_p
     from albef.data.collate import CaptionCollator, TextPolicy
     from albef.data.datasets import PretrainDataset
     from albef.data.formats import read_negative_captions
-    from albef.data.records import PretrainRecord
+    from albef.data.records import FalseCaption, PretrainRecord
     from albef.data.transforms import build_test_transform
 
     Image.new("RGB", (16, 16), "red").save(tmp_path / "a.png")
     Image.new("RGB", (16, 16), "blue").save(tmp_path / "b.png")
-    (tmp_path / "neg.json").write_text(json.dumps({"a.png": ["A blue square.", "Two circles."]}))
+    Image.new("RGB", (16, 16), "green").save(tmp_path / "c.png")
+    pair = {"caption": "A red square.", "negative": "A blue square."}
+    (tmp_path / "neg.json").write_text(json.dumps({"a.png": [pair, "Two circles."], "c.png": [pair]}))
     negatives = read_negative_captions(tmp_path / "neg.json")
+    assert negatives["a.png"] == (
+        FalseCaption("A blue square.", "A red square."),
+        FalseCaption("Two circles."),
+    )
     records = [
         PretrainRecord("a.png", ("a red square", "one square", "a square")),
         PretrainRecord("b.png", ("x",)),
+        PretrainRecord("c.png", ("one square",)),
     ]
     kwargs = {"source": "t.json", "seed": 3}
     plain = PretrainDataset(records, tmp_path, build_test_transform(16), **kwargs)
@@ -202,23 +216,34 @@ def test_pretraining_samples_carry_a_false_caption_drawn_after_the_caption(tmp_p
         assert [s.caption for s in map(plain.__getitem__, (0, 1))] == [
             s.caption for s in map(extra.__getitem__, (0, 1))
         ]
-    drawn = {extra[0].negative for epoch in range(8) if not extra.set_epoch(epoch)}
-    assert (
-        drawn == {"a blue square", "two circles"} and extra[1].negative is None and plain[0].negative is None
-    )
+    drawn = {
+        (extra[0].negative, extra[0].negative_source) for epoch in range(8) if not extra.set_epoch(epoch)
+    }
+    assert drawn == {("a blue square", "a red square"), ("two circles", None)}
+    assert extra[1].negative is None and plain[0].negative is None and plain[0].negative_source is None
     tokenizer_dir = train_wordpiece(
         ["a red square one blue two circles x"] * 2, tmp_path / "vocab", vocab_size=200
     )
-    collate = CaptionCollator(load_tokenizer(tokenizer_dir), TextPolicy(max_length=30))
-    batch = collate([extra[1], extra[0]])
-    assert batch.negative_rows is not None and batch.negative_rows.tolist() == [1]
-    assert batch.negative_text is not None and batch.negative_text.input_ids.shape[0] == 1
-    assert collate([plain[0], plain[1]]).negative_text is None
-    (tmp_path / "bad.json").write_text(json.dumps({"a.png": "A blue square."}))
-    from albef.data.errors import DataError
+    tokenizer = load_tokenizer(tokenizer_dir)
+    collate = CaptionCollator(tokenizer, TextPolicy(max_length=30))
+    batch = collate([extra[1], extra[2]])  # image c: its pair (the false caption first, then the true one)
+    assert batch.extra_rows is not None and batch.extra_rows.tolist() == [1, 1]
+    assert batch.extra_labels is not None and batch.extra_labels.tolist() == [0, 1]
+    assert batch.extra_text is not None
+    assert torch.equal(
+        batch.extra_text.input_ids, tokenizer.encode(["a blue square", "a red square"]).input_ids
+    )
+    assert collate([plain[0], plain[1]]).extra_text is None
+    for bad, where in (
+        ({"a.png": "A blue square."}, r"a\.png.*list"),
+        ({"a.png": [" "]}, r"a\.png\[0\].*non-blank"),
+        ({"a.png": ["x", {"negative": "A blue square."}]}, r"a\.png\[1\]\.caption.*missing"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        from albef.data.errors import DataError
 
-    with pytest.raises(DataError, match=r"bad\.json.*a\.png.*list"):
-        read_negative_captions(tmp_path / "bad.json")
+        with pytest.raises(DataError, match=rf"bad\.json.*{where}"):
+            read_negative_captions(tmp_path / "bad.json")
 
 
 def test_false_captions_are_a_pretraining_option_only(tmp_path_factory: pytest.TempPathFactory) -> None:

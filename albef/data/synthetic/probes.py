@@ -15,8 +15,11 @@ when the forms say what the benchmark assumes: a true caption holds of its image
   ``swap_att`` (their colours), ``add_obj`` (an absent object joined on), ``add_att`` (a wrong colour added to a
   bare shape) and ``replace_count`` ("two stars" -> "three stars", not a SugarCrepe subset).
 
-The world also writes ``pretrain_negatives.json``: the same kinds of false captions about every pretraining image,
-which ``data.itm_text_negatives`` turns into extra ITM negatives (an opt-in pretraining option).
+The world also writes ``pretrain_negatives.json``: the same kinds of (true caption, false caption) pairs about
+every pretraining image, which ``data.itm_text_negatives`` turns into extra ITM positives and negatives. Paired,
+the two captions share their wording (only the binding, the relation or a word differs), so ITM can only tell
+them apart by looking; false captions alone (world v4) were all in one sentence form that few true captions
+share, and the model learned to reject the form.
 
 No probe text joins the tokenizer's corpus (every word is already a word of the world's captions), so the other
 files of the world are unchanged.
@@ -173,18 +176,18 @@ def sugarcrepe_negative(scene: Scene, subset: str, rng: random.Random) -> tuple[
 
 
 def build_pretrain_negatives(plan: Plan) -> None:
-    """``pretrain_negatives.json``: for every pretraining image, one false caption of each probe subset that its
-    scene allows (the same constructions as the probes, on the training scenes), for the optional extra ITM
-    negatives of ``data.itm_text_negatives``."""
+    """``pretrain_negatives.json``: for every pretraining image, one ``{"caption", "negative"}`` pair of each
+    probe subset that its scene allows (the same constructions as the probes, on the training scenes), for the
+    extra ITM pairs of ``data.itm_text_negatives``."""
     rng = plan.stream("pretrain_negatives")
-    negatives: dict[str, list[str]] = {}
+    negatives: dict[str, list[dict[str, str]]] = {}
     for image in plan.images:
         if not image.path.startswith("images/pretrain/"):
             continue
         made = [sugarcrepe_negative(image.scene, subset, rng) for subset in SUBSETS]
-        texts = list(dict.fromkeys(pair[1] for pair in made if pair is not None))
-        if texts:
-            negatives[image.path] = texts
+        pairs = {pair[1]: pair[0] for pair in made if pair is not None}  # one pair per distinct false caption
+        if pairs:
+            negatives[image.path] = [{"caption": true, "negative": false} for false, true in pairs.items()]
     plan.files["pretrain_negatives.json"] = negatives
 
 

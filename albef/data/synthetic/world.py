@@ -38,7 +38,7 @@ from albef.data.synthetic.writers import (
 from albef.errors import ConfigError
 
 GENERATOR = "albef.data.synthetic"
-WORLD_VERSION = "4"
+WORLD_VERSION = "5"
 """Bump whenever the same (size, seed, image size) would give different files."""
 TOKENIZER_DIR = "tokenizer"
 VOCAB_SIZE = 512
