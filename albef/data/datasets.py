@@ -236,12 +236,13 @@ class PretrainDataset(RootedDataset[PretrainRecord]):
     def build(self, record: PretrainRecord, index: int, rng: random.Random) -> CaptionSample:
         caption = record.captions[rng.randrange(len(record.captions))]
         false = self.negatives.get(record.image)
-        drawn = false[rng.randrange(len(false))] if false else FalseCaption("")
+        drawn = false[rng.randrange(len(false))] if false else None
+        negative, source = (None, None) if drawn is None else (drawn.negative, drawn.caption)
         return CaptionSample(
             self.image(self.image_root, record.image, index),
             pre_caption(caption, self.max_words),
-            pre_caption(drawn.negative, self.max_words) if false else None,
-            None if drawn.caption is None else pre_caption(drawn.caption, self.max_words),
+            None if negative is None else pre_caption(negative, self.max_words),
+            None if source is None else pre_caption(source, self.max_words),
         )
 
 

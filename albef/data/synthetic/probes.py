@@ -18,8 +18,8 @@ when the forms say what the benchmark assumes: a true caption holds of its image
 The world also writes ``pretrain_negatives.json``: the same kinds of (true caption, false caption) pairs about
 every pretraining image, which ``data.itm_text_negatives`` turns into extra ITM positives and negatives. Paired,
 the two captions share their wording (only the binding, the relation or a word differs), so ITM can only tell
-them apart by looking; false captions alone (world v4) were all in one sentence form that few true captions
-share, and the model learned to reject the form.
+them apart by looking; most false captions alone (world v4) had one sentence form that few true captions
+have, so rejecting the form was rewarded.
 
 No probe text joins the tokenizer's corpus (every word is already a word of the world's captions), so the other
 files of the world are unchanged.
