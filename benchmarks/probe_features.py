@@ -95,6 +95,18 @@ def probe(
     return out
 
 
+def probe_model(
+    task: str, cfg: ExperimentConfig, state: dict[str, Any] | None, world: Path, scenes: dict[str, Scene]
+) -> dict[str, Any]:
+    """:func:`probe` of the ``task`` model of ``cfg`` with the checkpoint ``state``, or at its random
+    initialisation (``torch.manual_seed(0)``) when ``state`` is ``None``."""
+    torch.manual_seed(0)
+    model = create_model(task, cfg.model)
+    if state is not None:
+        load_checkpoint(model, task, state)
+    return probe(*object_tokens(model, cfg, world, scenes), n_images=len(scenes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,23 +117,22 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1200, help="pretraining scenes probed (default 1200)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "compositional" / "synthetic")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     raw = json.loads((args.world / "scenes.json").read_text(encoding="utf-8"))
     paths = [path for path in raw if path.startswith("images/pretrain/")][: args.images]
     scenes = {path: Scene.from_json(raw[path]) for path in paths}
 
     rows, results = [], {}
+    at_init: dict[str, dict[str, Any]] = {}  # model config -> probes of its random init (probed once)
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         state = torch.load(path, map_location="cpu", weights_only=False)
         cfg = from_dict(ExperimentConfig, state["config"], source=path)
+        task = "retrieval" if cfg.task == "retrieval" else "pretrain"
+        key = json.dumps([task, state["config"]["model"]], sort_keys=True)
+        if key not in at_init:
+            at_init[key] = probe_model(task, cfg, None, args.world, scenes)
         for label, load in ((f"{name} (random init)", False), (name, True)):
-            torch.manual_seed(0)
-            task = "retrieval" if cfg.task == "retrieval" else "pretrain"
-            model = create_model(task, cfg.model)
-            if load:
-                load_checkpoint(model, task, path)
-            found = probe(*object_tokens(model, cfg, args.world, scenes), n_images=len(paths))
+            found = probe_model(task, cfg, state, args.world, scenes) if load else at_init[key]
             results[label] = {"checkpoint": path if load else None, "probes": found}
             rows.append(
                 [label] + [f"{found[a]['accuracy']:.1f} ({found[a]['majority']:.1f})" for a in ATTRIBUTES]
