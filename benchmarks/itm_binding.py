@@ -128,7 +128,7 @@ def position_scale(state: dict[str, Any], cfg: ExperimentConfig, images: Tensor)
     vit = model.visual_encoder
     with torch.no_grad():
         patches = vit.patch_embed(images[:256])
-    return {"pos_embed_std": float(vit.pos_embed[0, 1:].std()), "patch_std": float(patches.std())}
+        return {"pos_embed_std": float(vit.pos_embed[0, 1:].std()), "patch_std": float(patches.std())}
 
 
 def run_variant(
