@@ -1,4 +1,5 @@
-"""Helpers shared by the runnable benchmarks: precision, stage keys, speed-ups, the preset driver, host load.
+"""Helpers shared by the runnable benchmarks: precision, stage keys, speed-ups, the preset driver, host load,
+and the JSON + Markdown pair that a study writes.
 
 Timing, percentiles, peak memory, FLOPs and the environment come from the library
 (``albef.reporting.measure`` / ``flops`` / ``environment``), and every benchmark writes one
@@ -9,6 +10,7 @@ runs under ``torch.inference_mode()``, and each call is timed on its own (CUDA e
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -89,3 +91,11 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {
         k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | list | type(None))
     }
+
+
+def write_study(out: Path, stem: str, report: dict[str, Any], title: str, caption: str, table: str) -> None:
+    """A study's result as ``out/<stem>.json`` (``report``) and ``out/<stem>.md`` (``# title``, the ``caption``
+    paragraph, the Markdown ``table``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(f"# {title}\n\n{caption}\n\n{table}\n", encoding="utf-8")

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import arguments, write_study
 from tabulate import tabulate
 from torch import Tensor
 
@@ -255,20 +256,17 @@ def main() -> None:
     table = tabulate(rows, headers=["image tokens", *PROBED, "train pairs"], tablefmt="github")
     report = {
         "git": git_revision(), "checkpoint": str(args.checkpoint), "world": args.world.name,
-        "training_pairs": len(train), "scale": scale, "settings": {k: v for k, v in vars(args).items() if k not in ("checkpoint", "world", "out")},
-        "results": results,
+        "training_pairs": len(train), "scale": scale, "settings": arguments(args), "results": results,
     }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "binding.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    (args.out / "binding.md").write_text(
-        "# ITM-only training on relation pairs: held-out probe pair accuracy % (95 % interval)\n\n"
+    write_study(
+        args.out, "binding", report,
+        "ITM-only training on relation pairs: held-out probe pair accuracy % (95 % interval)",
         f"git {report['git']}, {len(train)} training pairs from the pretraining scenes of {args.world.name}, "
         f"{args.steps} steps of {args.batch} pairs at lr {args.lr:g}, `benchmarks/itm_binding.py`. Chance 50 %; "
         "`swap_att` is never trained on. The checkpoint's position embeddings have std "
-        f"{scale['pos_embed_std']:.3f}, its patch embeddings of the pretraining images {scale['patch_std']:.3f}."
-        "\n\n" + table + "\n",
-        encoding="utf-8",
-    )
+        f"{scale['pos_embed_std']:.3f}, its patch embeddings of the pretraining images {scale['patch_std']:.3f}.",
+        table,
+    )  # fmt: skip
     print(table)
 
 

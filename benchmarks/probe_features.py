@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import write_study
 from sklearn.linear_model import LogisticRegression
 from tabulate import tabulate
 
@@ -140,15 +141,13 @@ def main() -> None:
             print(tabulate([rows[-1]], headers=["model", *ATTRIBUTES]), flush=True)
 
     table = tabulate(rows, headers=["model", *ATTRIBUTES], tablefmt="github")
-    args.out.mkdir(parents=True, exist_ok=True)
     report = {"git": git_revision(), "world": str(args.world.name), "images": len(paths), "results": results}
-    (args.out / "features.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "features.md").write_text(
-        "# Linear probes of the image tokens: held-out accuracy % (majority class %)\n\n"
-        f"git {report['git']}, {len(paths)} pretraining scenes of {args.world.name}, "
-        "`benchmarks/probe_features.py`.\n\n" + table + "\n",
-        encoding="utf-8",
-    )
+    write_study(
+        args.out, "features", report,
+        "Linear probes of the image tokens: held-out accuracy % (majority class %)",
+        f"git {report['git']}, {len(paths)} pretraining scenes of {args.world.name}, `benchmarks/probe_features.py`.",
+        table,
+    )  # fmt: skip
     print(table)
 
 
