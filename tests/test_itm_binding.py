@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def binding() -> ModuleType:
+    if str(REPO_ROOT / "benchmarks") not in sys.path:  # the script imports its neighbour _common
+        sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("itm_binding", REPO_ROOT / "benchmarks" / "itm_binding.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
