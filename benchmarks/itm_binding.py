@@ -7,7 +7,7 @@ image encoders, in one run:
 
 - ``checkpoint``: the checkpoint as it is;
 - ``position x K``: the same, with the ViT's position embeddings rescaled to std ``--pos-std`` first (timm's
-  0.02 init is about 13x weaker than a patch's content at this size, and pretraining leaves it there);
+  0.02 init is about 12x weaker than a patch's content at this size, and pretraining leaves it there);
 - ``oracle tokens``: the ViT replaced by ideal tokens built from ``scenes.json``: each patch is a fixed random
   position vector plus the colour and shape vectors of the object whose grid cell it lies in. The text
   encoder and fusion layers are the checkpoint's.
@@ -54,7 +54,8 @@ from albef.reporting.environment import git_revision
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ("replace_rel", "swap_obj")
 PROBED = ("replace_rel", "swap_obj", "swap_att")
-SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+ORACLE_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+"""The world's shapes in the order the oracle draws their vectors (kept, so the committed report reproduces)."""
 Pairs = tuple[Tensor, list[str], list[str]]
 """Images (or oracle tokens) of N pairs, their true captions, their negatives."""
 
@@ -68,7 +69,7 @@ class OracleTokens:
         self.position = torch.randn(side * side, width, generator=g)
         self.background = torch.randn(width, generator=g)
         self.color = {name: torch.randn(width, generator=g) for name in COLOR_RGB}
-        self.shape = {name: torch.randn(width, generator=g) for name in SHAPES}
+        self.shape = {name: torch.randn(width, generator=g) for name in ORACLE_SHAPES}
 
     def __call__(self, scene: Scene) -> Tensor:
         """(1 + side**2, width): a zero [CLS] token, then the patches row by row."""

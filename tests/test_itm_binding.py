@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from albef.data.synthetic.scene import Scene, SceneObject
+from albef.data.synthetic.scene import COLORS, SHAPES, Scene, SceneObject
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ def _obj(shape: str, color: str, row: int, col: int) -> SceneObject:
 
 def test_oracle_tokens_put_each_object_on_the_patches_of_its_cell(binding: ModuleType) -> None:
     oracle = binding.OracleTokens(side=6, width=16)
+    assert sorted(oracle.shape) == sorted(SHAPES) and sorted(oracle.color) == sorted(COLORS)
     scene = Scene((_obj("circle", "red", 0, 2), _obj("star", "blue", 2, 0)), background=0)
     tokens = oracle(scene)
     assert tokens.shape == (37, 16) and torch.equal(tokens[0], torch.zeros(16))
