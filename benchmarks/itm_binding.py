@@ -96,14 +96,22 @@ def training_pairs(scenes: dict[str, Scene], draws: int, seed: int) -> list[tupl
     return pairs
 
 
+def itm_logits(
+    model: Any, tokenizer: TextTokenizer, inputs: Tensor, texts: list[str], oracle: bool
+) -> Tensor:
+    """ITM logits (N, 2) of each (input, text): ``inputs`` are images, or image tokens when ``oracle``."""
+    tokens = tokenizer.encode(texts, max_length=30)
+    text = model.encode_text(tokens.input_ids, tokens.attention_mask)
+    embeds = inputs if oracle else model.encode_image(inputs).embeds
+    logits: Tensor = model.itm_logits(model.fuse(text, embeds))
+    return logits
+
+
 def itm_margin(
     model: Any, tokenizer: TextTokenizer, inputs: Tensor, texts: list[str], oracle: bool
 ) -> Tensor:
     """Match minus no-match logit of each (input, text)."""
-    tokens = tokenizer.encode(texts, max_length=30)
-    text = model.encode_text(tokens.input_ids, tokens.attention_mask)
-    embeds = inputs if oracle else model.encode_image(inputs).embeds
-    logits = model.itm_logits(model.fuse(text, embeds))
+    logits = itm_logits(model, tokenizer, inputs, texts, oracle)
     return logits[:, 1] - logits[:, 0]
 
 
@@ -152,34 +160,34 @@ def run_variant(
     watched = rng.sample(train, min(512, len(train)))
     watch: Pairs = (inputs[[p[0] for p in watched]], [p[1] for p in watched], [p[2] for p in watched])
     curve, started = [], time.perf_counter()
+    outcomes: dict[str, Tensor] = {}
     for step in range(args.steps + 1):
         if step % args.eval_every == 0 or step == args.steps:
+            outcomes = {
+                subset: pair_outcomes(model, tokenizer, pairs, oracle) for subset, pairs in probes.items()
+            }
             point = {
                 "step": step,
                 "train": round(100 * float(pair_outcomes(model, tokenizer, watch, oracle).mean()), 1),
+                **{subset: round(100 * float(hits.mean()), 1) for subset, hits in outcomes.items()},
+                "seconds": round(time.perf_counter() - started, 1),
             }
-            for subset, pairs in probes.items():
-                point[subset] = round(100 * float(pair_outcomes(model, tokenizer, pairs, oracle).mean()), 1)
-            point["seconds"] = round(time.perf_counter() - started, 1)
             curve.append(point)
             print(f"{name}: {point}", flush=True)
         if step == args.steps:
             break
         batch = rng.sample(train, args.batch)
         images = inputs[[p[0] for p in batch]]
-        paired = torch.cat([images, images])
-        tokens = tokenizer.encode([p[1] for p in batch] + [p[2] for p in batch], max_length=30)
-        text = model.encode_text(tokens.input_ids, tokens.attention_mask)
-        embeds = paired if oracle else model.encode_image(paired).embeds
-        logits = model.itm_logits(model.fuse(text, embeds))
+        texts = [p[1] for p in batch] + [p[2] for p in batch]
+        logits = itm_logits(model, tokenizer, torch.cat([images, images]), texts, oracle)
         labels = torch.cat([torch.ones(args.batch), torch.zeros(args.batch)]).long()
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     final = {}
-    for subset, pairs in probes.items():
-        metric = percent_metric(pair_outcomes(model, tokenizer, pairs, oracle))
+    for subset, hits in outcomes.items():  # the last step's
+        metric = percent_metric(hits)
         final[subset] = {
             "accuracy": round(metric.value, 1),
             "ci": [round(metric.ci_low or 0, 1), round(metric.ci_high or 0, 1)],
