@@ -41,6 +41,11 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
+    pos_embed_std: float = 0.02
+    """Std of the (truncated normal) init of the position embeddings; timm's and DeiT's 0.02 by default. Only
+    a fresh, randomly initialised ViT uses it. In the synthetic model 0.02 is about 12x weaker than a patch's
+    content (std 0.25) in the first tokens, and pretraining leaves it so; 0.25 lets ITM learn where things
+    stand (``reports/compositional/synthetic/README.md``)."""
     init: str | None = None
     """Start the ViT from these weights (the official recipe: ``deit_base_patch16_224``): a timm model name
     (its pretrained weights, downloaded by timm when asked) or a local file (``.pth``/``.safetensors``);
@@ -189,6 +194,10 @@ class OptimConfig:
     clip_grad_norm: float | None = None
     max_steps: int | None = None
     """Stop after this many optimizer steps (``None``: run every epoch)."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Weight of each loss in the optimised sum, by name (pretraining: ``itc``, ``itm``, ``mlm``); a loss not
+    named weighs 1, as in the official recipe (plain sum), and a name the task has no loss of is an error.
+    Logs show every loss unweighted (and ``loss`` as their plain sum)."""
 
 
 @dataclass

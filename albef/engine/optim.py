@@ -18,9 +18,10 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from albef.config.schema import OptimConfig
+from albef.errors import ConfigError
 
 STAIRCASE_STEP = 100
 """Iterations per warm-up step of the official schedule (``scheduler.step(i // 100)``)."""
@@ -87,3 +88,21 @@ def alpha_at(alpha: float, warmup: bool, epoch: int, it: int, iters_per_epoch: i
     if warmup and epoch == 0:
         return alpha * min(1.0, it / max(1, iters_per_epoch))
     return alpha
+
+
+def weighted_loss(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """Sum of ``losses`` (keys ``<name>_loss``), each times ``weights[<name>]`` (1 when not named).
+
+    Raises:
+        ConfigError: a weight names no loss of the task (``optim.loss_weights``).
+    """
+    by_name = {key.removesuffix("_loss"): value for key, value in losses.items()}
+    unknown = sorted(set(weights) - set(by_name))
+    if unknown:
+        raise ConfigError(
+            f"optim.loss_weights: no loss named {', '.join(unknown)}; "
+            f"this task's losses: {', '.join(sorted(by_name))}"
+        )
+    named = (value * weights[name] if name in weights else value for name, value in by_name.items())
+    total: Tensor = sum(named)  # type: ignore[assignment]
+    return total

@@ -32,7 +32,7 @@ from albef.engine.determinism import naming_nondeterministic_ops
 from albef.engine.display import StepDisplay
 from albef.engine.distributed import World, all_gather_object
 from albef.engine.metrics_log import MetricsLog, metric_sinks, step_record, step_timing
-from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr
+from albef.engine.optim import alpha_at, build_optimizer, build_schedule, set_lr, weighted_loss
 from albef.engine.precision import Precision, synchronize
 from albef.engine.stopping import StopSignals
 from albef.errors import NonFiniteLossError, RunInterrupted
@@ -248,7 +248,7 @@ class Trainer:
                         f"step {self.state.global_step + 1} (epoch {self.state.epoch}, batch "
                         f"{self.state.batch_in_epoch}): {name} is {value.item()}; {last}"
                     )
-            total = sum(losses.values()) / self.cfg.optim.accum_steps
+            total = weighted_loss(losses, self.cfg.optim.loss_weights) / self.cfg.optim.accum_steps
             if self.scaler is not None:
                 self.scaler.scale(total).backward()
             else:

@@ -39,6 +39,8 @@ class VisionEncoder(VisionTransformer):
             act_layer=nn.GELU,
         )
         self.image_res = cfg.image_res
+        if cfg.pos_embed_std != 0.02 and self.pos_embed is not None:  # timm's own init drew it at 0.02
+            nn.init.trunc_normal_(self.pos_embed, std=cfg.pos_embed_std)
         self.explicit_attention_blocks: frozenset[int] = frozenset()
         """Blocks that run timm's explicit-softmax attention (set by
         :func:`albef.models.attention_capture.capture_vit_attention` for the duration of a capture)."""

@@ -111,6 +111,15 @@ def test_precedence_cli_over_file_over_base_over_defaults(tmp_path: Path) -> Non
     assert cfg.runtime.seed == ExperimentConfig().runtime.seed  # defaults underneath
 
 
+def test_loss_weights_and_position_std_from_the_command_line() -> None:
+    cfg = load_config(
+        "synthetic_pretrain", ["optim.loss_weights={itm: 4, mlm: 0}", "model.vision.pos_embed_std=0.25"]
+    )
+    assert cfg.optim.loss_weights == {"itm": 4.0, "mlm": 0.0}
+    assert cfg.model.vision.pos_embed_std == 0.25
+    assert load_config("synthetic_pretrain").optim.loss_weights == {}  # the official plain sum
+
+
 def test_official_style_exponent_is_a_float(tmp_path: Path) -> None:
     # PyYAML reads "1e-4" (no dot) as a string; the official configs are written that way.
     path = tmp_path / "c.yaml"
@@ -147,6 +156,7 @@ def test_unknown_top_level_section(tmp_path: Path) -> None:
         ("data.train_files=abc", "expected list[str]", "got str ('abc')"),
         ("optim.betas=[0.9]", "expected tuple[float, float]", "got list ([0.9])"),
         ("data.val_file=3", "expected str or null", "got int (3)"),
+        ("optim.loss_weights={itm: high}", "expected float", "got str ('high')"),
     ],
 )
 def test_wrong_type_names_key_expected_and_given(override: str, expected: str, given: str) -> None:

@@ -375,3 +375,44 @@ def test_a_checkpoint_of_another_world_size_resumes_only_at_an_epoch_boundary(
     mid_epoch = {**two_ranks, "state": {**payload["state"], "epoch": 0, "batch_in_epoch": 3}}
     with pytest.raises(ConfigError, match=r"written by a 2-rank job in the middle of epoch 0 \(batch 3\)"):
         trainer.resume(path, mid_epoch)
+
+
+class _TwoLosses:
+    """A squared and an absolute error; ``scale`` multiplies the absolute one inside the objective."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def __call__(self, model: nn.Module, batch: _Pairs, alpha: float) -> dict[str, Tensor]:
+        out = model(batch.x)
+        return {"mse_loss": F.mse_loss(out, batch.y), "abs_loss": self.scale * F.l1_loss(out, batch.y)}
+
+
+def _fit_two_losses(tmp_path: Path, scale: float, weights: dict[str, float]) -> nn.Linear:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1).double()
+    cfg = ExperimentConfig()
+    cfg.optim = OptimConfig(lr=0.05, warmup_steps=1, epochs=2, loss_weights=weights)
+    cfg.runtime.output_dir = str(tmp_path)
+    loader = build_loader(_Regression(32), 8, _collate, train=True, seed=3)
+    cpu = resolve_precision("fp32", torch.device("cpu"))
+    Trainer(cfg, model, _TwoLosses(scale), loader, cpu, show_progress=False).fit()
+    return model
+
+
+def test_loss_weights_train_as_the_weighted_sum_and_log_each_loss_unweighted(tmp_path: Path) -> None:
+    weighted = _fit_two_losses(tmp_path / "weighted", 1.0, {"abs": 3.0})
+    prescaled = _fit_two_losses(tmp_path / "prescaled", 3.0, {})
+    plain = _fit_two_losses(tmp_path / "plain", 1.0, {})
+    assert torch.equal(weighted.weight, prescaled.weight) and torch.equal(weighted.bias, prescaled.bias)
+    assert not torch.allclose(weighted.weight, plain.weight)  # with Adam only the ratio of the two matters
+    logged, scaled = _metrics(tmp_path / "weighted")[0], _metrics(tmp_path / "prescaled")[0]
+    assert logged["abs_loss"] == pytest.approx(scaled["abs_loss"] / 3)
+    assert logged["mse_loss"] == pytest.approx(scaled["mse_loss"])
+
+
+def test_a_loss_weight_that_names_no_loss_stops_at_the_first_step(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"optim.loss_weights: no loss named itm; this task's losses: abs, mse"
+    ):
+        _fit_two_losses(tmp_path, 1.0, {"itm": 2.0})

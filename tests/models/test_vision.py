@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from albef.models.vision import resize_pos_embed
+from albef.config.schema import VisionConfig
+from albef.models.vision import VisionEncoder, resize_pos_embed
 from tests.models import images, tiny_model
 
 
@@ -63,3 +64,12 @@ def test_resize_matches_the_official_retrieval_conversion(reference_dir: Path) -
     converted = ref["conversions"]["retrieval"]["state_dict"]["visual_encoder.pos_embed"]
     assert source.shape == (1, 10, 32) and converted.shape == (1, 17, 32)
     torch.testing.assert_close(resize_pos_embed(source, 16), converted, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("std", [0.02, 0.25])
+def test_position_embeddings_are_drawn_at_the_configured_std(std: float) -> None:
+    cfg = VisionConfig(image_res=64, patch_size=4, width=64, depth=1, num_heads=2, pos_embed_std=std)
+    torch.manual_seed(0)
+    pos = VisionEncoder(cfg).pos_embed
+    assert pos is not None and pos.shape == (1, 1 + 256, 64)
+    assert float(pos.detach().std()) == pytest.approx(std, rel=0.02)
