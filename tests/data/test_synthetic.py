@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from albef.data.formats import read_negative_captions
 from albef.data.synthetic import (
     SIZES,
     WORLD_VERSION,
@@ -327,37 +328,61 @@ def test_vqa_answers_are_true_of_the_images(world: Path, scenes: dict[str, Scene
     assert checked > 20
 
 
+RELATIONS = {"to the left of": "left of", "to the right of": "right of", "above": "above", "below": "below"}
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def _related(text: str) -> Related | None:
+    """The logical form of "A <desc> <relation> a <desc>.", parsed without the generator's helpers."""
+    match = re.fullmatch(rf"An? (.+?) ({'|'.join(RELATIONS)}) an? (.+?)\.", text)
+    if match is None:
+        return None
+    return Related(_parse_desc(match.group(1)), RELATIONS[match.group(2)], _parse_desc(match.group(3)))
+
+
+def test_binding_pairs_differ_only_in_where_things_stand(world: Path, scenes: dict[str, Scene]) -> None:
+    """``pretrain_binding_pairs.json`` (the quickstart's second pretraining stage): every pair is a relation
+    caption true of its pretraining image and a false one made of the same words, reordered (swapped objects or
+    colours) or with the opposite relation; the library reads it as ``data.itm_text_negatives``."""
+    pairs = _load(world, "pretrain_binding_pairs.json")
+    kinds = {"reordered": 0, "opposite relation": 0}
+    for image, items in pairs.items():
+        assert image.startswith("images/pretrain/") and items
+        assert len({item["negative"] for item in items}) == len(items)  # one item per distinct false caption
+        for item in items:
+            true, false = _related(item["caption"]), _related(item["negative"])
+            assert true is not None and false is not None, item
+            assert true.holds(scenes[image]) and not false.holds(scenes[image]), (image, item)
+            words, negative = (
+                text.lower().rstrip(".").split() for text in (item["caption"], item["negative"])
+            )
+            if sorted(words) == sorted(negative):
+                kinds["reordered"] += 1
+            else:
+                assert [OPPOSITE.get(w, w) for w in words] == negative, item
+                kinds["opposite relation"] += 1
+    assert min(kinds.values()) > 50, kinds
+    read = read_negative_captions(world / "pretrain_binding_pairs.json")
+    assert {image: len(items) for image, items in read.items()} == {i: len(v) for i, v in pairs.items()}
+
+
 def test_pretrain_negatives_pair_a_true_caption_with_a_false_one_of_the_same_form(
     world: Path, scenes: dict[str, Scene]
 ) -> None:
     """Every relation pair of ``pretrain_negatives.json``, parsed without the generator's helpers: the caption
     holds of its image and the negative does not; and both captions of every pair share their sentence form, so
     ITM cannot tell them apart by wording (the world-v4 file of false captions alone could be)."""
-    relation = r"(to the left of|to the right of|above|below)"
-    relations = {
-        "to the left of": "left of",
-        "to the right of": "right of",
-        "above": "above",
-        "below": "below",
-    }
-
-    def related(text: str) -> Related | None:
-        match = re.fullmatch(rf"An? (.+?) {relation} an? (.+?)\.", text)
-        if match is None:
-            return None
-        return Related(_parse_desc(match.group(1)), relations[match.group(2)], _parse_desc(match.group(3)))
-
     checked = 0
     for image, pairs in _load(world, "pretrain_negatives.json").items():
         assert image.startswith("images/pretrain/") and pairs
         for pair in pairs:
             assert set(pair) == {"caption", "negative"} and pair["caption"] != pair["negative"], pair
-            true = related(pair["caption"])
+            true = _related(pair["caption"])
             if " and " in pair["negative"]:  # add_obj: the true caption with an absent object joined on
                 assert pair["negative"].startswith(pair["caption"][:-1] + " and "), pair
                 assert true is not None and true.holds(scenes[image]), (image, pair)
                 continue
-            false = related(pair["negative"])
+            false = _related(pair["negative"])
             assert (true is None) == (false is None), pair
             assert pair["caption"].startswith("There") == pair["negative"].startswith("There"), pair
             if true is not None and false is not None:

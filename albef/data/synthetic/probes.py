@@ -19,7 +19,10 @@ The world also writes ``pretrain_negatives.json``: the same kinds of (true capti
 every pretraining image, which ``data.itm_text_negatives`` turns into extra ITM positives and negatives. Paired,
 the two captions share their wording (only the binding, the relation or a word differs), so ITM can only tell
 them apart by looking; most false captions alone (world v4) had one sentence form that few true captions
-have, so rejecting the form was rewarded.
+have, so rejecting the form was rewarded. ``pretrain_binding_pairs.json`` (world v6) holds only the kinds that
+binding decides (``replace_rel``, ``swap_obj``, ``swap_att``), six draws of each per pretraining image: the
+pairs of the quickstart's second pretraining stage, in which ITM alone trains (preset
+``synthetic_pretrain_itm``).
 
 No probe text joins the tokenizer's corpus (every word is already a word of the world's captions), so the other
 files of the world are unchanged.
@@ -189,6 +192,32 @@ def build_pretrain_negatives(plan: Plan) -> None:
         if pairs:
             negatives[image.path] = [{"caption": true, "negative": false} for false, true in pairs.items()]
     plan.files["pretrain_negatives.json"] = negatives
+
+
+BINDING_SUBSETS = ("replace_rel", "swap_obj", "swap_att")
+"""The pair kinds that only where things stand decides (``pretrain_binding_pairs.json``)."""
+BINDING_DRAWS = 6
+
+
+def build_binding_pairs(plan: Plan) -> None:
+    """``pretrain_binding_pairs.json``: for every pretraining image, :data:`BINDING_DRAWS` draws of a pair of
+    each of :data:`BINDING_SUBSETS`, one item per distinct false caption in the order of its first draw; a false
+    caption drawn again from another true caption (the reversed relation of one is the object swap of another)
+    keeps the true caption of its last draw."""
+    rng = plan.stream("pretrain_binding_pairs")
+    pairs: dict[str, list[dict[str, str]]] = {}
+    for image in plan.images:
+        if not image.path.startswith("images/pretrain/"):
+            continue
+        made: dict[str, str] = {}
+        for _ in range(BINDING_DRAWS):
+            for subset in BINDING_SUBSETS:
+                pair = sugarcrepe_negative(image.scene, subset, rng)
+                if pair is not None:
+                    made[pair[1]] = pair[0]
+        if made:
+            pairs[image.path] = [{"caption": true, "negative": false} for false, true in made.items()]
+    plan.files["pretrain_binding_pairs.json"] = pairs
 
 
 def build_probes(plan: Plan, spec: SizeSpec) -> None:

@@ -18,7 +18,7 @@ from albef.data.synthetic.captioning import build_pretrain, build_retrieval
 from albef.data.synthetic.chance import world_chance
 from albef.data.synthetic.grounding import build_grounding
 from albef.data.synthetic.plan import Plan, pixel_stream
-from albef.data.synthetic.probes import build_pretrain_negatives, build_probes
+from albef.data.synthetic.probes import build_binding_pairs, build_pretrain_negatives, build_probes
 from albef.data.synthetic.reasoning import build_nlvr, build_ve
 from albef.data.synthetic.render import write_image
 from albef.data.synthetic.sizes import SIZES, SizeSpec
@@ -38,7 +38,7 @@ from albef.data.synthetic.writers import (
 from albef.errors import ConfigError
 
 GENERATOR = "albef.data.synthetic"
-WORLD_VERSION = "5"
+WORLD_VERSION = "6"
 """Bump whenever the same (size, seed, image size) would give different files."""
 TOKENIZER_DIR = "tokenizer"
 VOCAB_SIZE = 512
@@ -87,6 +87,7 @@ def plan_world(size: str = "small", seed: int = 0, image_size: int = DEFAULT_IMA
     build_grounding(plan, spec, image_size)  # after the others: every earlier image keeps its id and pixels
     build_probes(plan, spec)  # last, for the same reason
     build_pretrain_negatives(plan)
+    build_binding_pairs(plan)
     plan.info["scenes"] = SCENES_NOTE
     plan.files["scenes.json"] = {
         image.path: {"image_id": image.image_id, **image.scene.to_json()} for image in plan.images
