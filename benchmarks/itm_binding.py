@@ -83,15 +83,13 @@ class OracleTokens:
         return torch.cat([torch.zeros(1, patches.shape[1]), patches])
 
 
-def training_pairs(
-    scenes: dict[str, Scene], draws: int, seed: int, subsets: tuple[str, ...] = TRAINED
-) -> list[tuple[str, str, str]]:
-    """``(image path, true caption, negative)`` drawn from every pretraining scene, ``draws`` times per subset."""
+def training_pairs(scenes: dict[str, Scene], draws: int, seed: int) -> list[tuple[str, str, str]]:
+    """``(image path, true caption, negative)`` drawn from every pretraining scene."""
     rng = random.Random(seed)
     pairs = []
     for path, scene in scenes.items():
         for _ in range(draws):
-            for subset in subsets:
+            for subset in TRAINED:
                 made = sugarcrepe_negative(scene, subset, rng)
                 if made is not None:
                     pairs.append((path, *made))

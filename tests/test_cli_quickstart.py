@@ -29,16 +29,19 @@ def test_stage_plan_chains_nlvr_after_text_assignment_and_everything_after_pretr
 ) -> None:
     stages = {s.name: s for s in build_stages(tmp_path, Path("W"), "small", 3, 15, 2, "amp_bf16")}
     assert list(stages) == [
-        "pretrain", "ta", "retrieval", "nlvr", "vqa", "ve", "grounding", "winoground", "sugarcrepe",
+        "pretrain", "binding", "ta", "retrieval", "nlvr", "vqa", "ve", "grounding", "winoground", "sugarcrepe",
     ]  # fmt: skip
     assert stages["pretrain"].after is None and stages["pretrain"].cores == 2
+    binding = stages["binding"]  # the second pretraining stage: ITM alone, from the first's checkpoint
+    assert binding.after == "pretrain" and binding.cores == 2 and binding.report is None
+    assert binding.argv[:3] == ["pretrain", "--config", "synthetic_pretrain_itm"]
     assert stages["nlvr"].after == "ta"
     assert {stages[n].after for n in ("retrieval", "vqa", "ta", "ve", "grounding")} == {"pretrain"}
     grounding = stages["grounding"].argv
     assert grounding[:4] == ["finetune", "grounding", "--config", "synthetic_grounding"]
     assert stages["grounding"].report == "grounding-synthetic-test.json"
-    for probe in ("winoground", "sugarcrepe"):  # the probes evaluate the pretrained model as it is
-        assert stages[probe].after == "pretrain" and stages[probe].argv[:2] == ["evaluate", probe]
+    for probe in ("winoground", "sugarcrepe"):  # the probes evaluate the two-stage pretrained model as it is
+        assert stages[probe].after == "binding" and stages[probe].argv[:2] == ["evaluate", probe]
         assert "--log-samples" in stages[probe].argv and not any(
             "optim.epochs" in a for a in stages[probe].argv
         )
@@ -84,14 +87,17 @@ def test_auto_plan_splits_pretraining_over_ddp_ranks_only_with_hardware_bf16(
         argv = stages[name].argv
         return [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
 
-    pretrain = stages["pretrain"]
-    if native_bf16:  # two one-thread bf16 ranks sharing the preset's batch of 32
-        assert (pretrain.ranks, pretrain.threads) == (2, 1)
-        assert {"runtime.precision=amp_bf16", "data.batch_size_train=16"} <= set(sets("pretrain"))
-    else:  # one two-thread fp32 process with the preset's batch
-        assert (pretrain.ranks, pretrain.threads) == (1, 2)
-        assert "runtime.precision=fp32" in sets("pretrain")
-        assert not any(s.startswith("data.batch_size_train") for s in sets("pretrain"))
+    for name in ("pretrain", "binding"):
+        pretrain = stages[name]
+        if native_bf16:  # two one-thread bf16 ranks sharing the preset's batch of 32
+            assert (pretrain.ranks, pretrain.threads) == (2, 1)
+            assert {"runtime.precision=amp_bf16", "data.batch_size_train=16"} <= set(sets(name))
+        else:  # one two-thread fp32 process with the preset's batch
+            assert (pretrain.ranks, pretrain.threads) == (1, 2)
+            assert "runtime.precision=fp32" in sets(name)
+            assert not any(s.startswith("data.batch_size_train") for s in sets(name))
+    first_stage = {"model.vision.pos_embed_std=0.25", "optim.loss_weights={itm: 4}"}
+    assert first_stage <= set(sets("pretrain")) and not first_stage & set(sets("binding"))
     one_thread = "amp_bf16" if native_bf16 else "fp32"
     for name in ("ta", "retrieval", "nlvr", "vqa", "ve", "grounding", "winoground", "sugarcrepe"):
         assert (stages[name].ranks, stages[name].threads) == (1, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -11,7 +10,6 @@ from types import ModuleType
 import pytest
 import torch
 
-from albef.data.formats import read_negative_captions
 from albef.data.synthetic.scene import COLORS, SHAPES, Scene, SceneObject
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,29 +71,3 @@ def test_training_pairs_reorder_or_reverse_a_relation_only(binding: ModuleType) 
             }
         if path == "a.png":
             assert ("red circle to the left of" in true) or ("blue star to the right of" in true), true
-
-
-def test_binding_pairs_file_is_read_as_itm_text_negatives(binding: ModuleType, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "binding_pairs", REPO_ROOT / "benchmarks" / "binding_pairs.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    scenes = {
-        "a.png": Scene((_obj("circle", "red", 0, 0), _obj("star", "blue", 0, 2)), background=0),
-        "b.png": Scene((_obj("cross", "green", 0, 1), _obj("square", "white", 2, 1)), background=1),
-    }
-    made = module.binding_pairs(scenes, draws=4, seed=0)
-    drawn = binding.training_pairs(scenes, 4, 0, module.SUBSETS)
-    for path in scenes:  # every drawn false caption once, with the true caption of its last draw
-        falses = [f for p, _, f in drawn if p == path]
-        assert [item["negative"] for item in made[path]] == list(dict.fromkeys(falses))
-        last_true = {f: t for p, t, f in drawn if p == path}
-        assert all(item["caption"] == last_true[item["negative"]] for item in made[path])
-    file = tmp_path / "pairs.json"
-    file.write_text(json.dumps(made))
-    read = read_negative_captions(file)
-    assert {p: [(c.negative, c.caption) for c in items] for p, items in read.items()} == {
-        p: [(i["negative"], i["caption"]) for i in items] for p, items in made.items()
-    }
