@@ -149,3 +149,22 @@ def test_the_chance_plot_reads_values_not_the_table_text(tmp_path: Path) -> None
     assert any("±" in row[2] for row in summary_rows(report))
     figures = plot_pipeline(report, {}, tmp_path / "out")
     assert [p.name for p in figures] == ["tasks_vs_chance.png"] and figures[0].stat().st_size > 1000
+
+
+def test_the_probes_judge_itm_and_show_itc_beside_it() -> None:
+    """ITM's swaps and Winoground-style group score are judged against their own chance; ITC's are only shown."""
+    sugarcrepe = _report("sugarcrepe", **{"itm/swap_att": 61.3, "itm/swap_obj": 54.0, "itc/swap_att": 50.9})
+    sugarcrepe.extra["chance"] = {"itm/swap_att": 50.0, "itm/swap_obj": 50.0, "itc/swap_att": 50.0}
+    winoground = _report("winoground", **{"itm/group_score": 24.0, "itc/group_score": 8.3})
+    winoground.extra["chance"] = {"itm/group_score": 100 / 6, "itc/group_score": 100 / 6}
+    report = pipeline_report(
+        {"sugarcrepe": sugarcrepe, "winoground": winoground}, None, chance_levels(MANIFEST), {}, {}
+    )
+    assert report.extra["above_chance"] == {
+        "sugarcrepe.itm/swap_att": True,  # 61.3 > 50 + 5
+        "sugarcrepe.itm/swap_obj": False,  # within the 5-point margin
+        "winoground.itm/group_score": True,  # 24.0 > 16.7 + 5
+    }
+    rows = summary_rows(report)
+    assert ("sugarcrepe", "itc/swap_att", "50.9", "50.0", "NOT clearly above chance (not judged)") in rows
+    assert ("winoground", "itm/group_score", "24.0", "16.7", "clearly above chance") in rows
