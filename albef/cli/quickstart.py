@@ -39,8 +39,8 @@ level, throughput per stage, grounding heat maps) to --report-dir.
 
 About 17 minutes on 2 CPU cores that compute bf16 in hardware (AVX512-BF16 or AMX; longer without) at the
 default --minutes 15 (the two pretraining stages take 12 of them); --minutes M scales every stage's epochs
-by M/15 (fewer minutes, lower accuracy). The same seed gives the same numbers. Each stage's log, checkpoints and run report are under
---output-dir/<stage>/.
+by M/15 (fewer minutes, lower accuracy). The same seed gives the same numbers. Each stage's log,
+checkpoints and run report are under --output-dir/<stage>/.
 """
 
 

@@ -178,20 +178,33 @@ def sugarcrepe_negative(scene: Scene, subset: str, rng: random.Random) -> tuple[
     return _sentence(text), _sentence(_related_text(negative.a, negative.relation, negative.b))
 
 
-def build_pretrain_negatives(plan: Plan) -> None:
-    """``pretrain_negatives.json``: for every pretraining image, one ``{"caption", "negative"}`` pair of each
-    probe subset that its scene allows (the same constructions as the probes, on the training scenes), for the
-    extra ITM pairs of ``data.itm_text_negatives``."""
-    rng = plan.stream("pretrain_negatives")
-    negatives: dict[str, list[dict[str, str]]] = {}
+def _training_pairs(
+    plan: Plan, stream: str, subsets: tuple[str, ...], draws: int
+) -> dict[str, list[dict[str, str]]]:
+    """For every pretraining image, ``draws`` rounds of one pair of each of ``subsets`` that its scene allows
+    (the probes' constructions, on the training scenes), as ``{image: [{"caption", "negative"}, ...]}``: one
+    item per distinct false caption, in the order of its first draw; a false caption drawn again from another
+    true caption (the reversed relation of one is the object swap of another) keeps its last true caption."""
+    rng = plan.stream(stream)
+    pairs: dict[str, list[dict[str, str]]] = {}
     for image in plan.images:
         if not image.path.startswith("images/pretrain/"):
             continue
-        made = [sugarcrepe_negative(image.scene, subset, rng) for subset in SUBSETS]
-        pairs = {pair[1]: pair[0] for pair in made if pair is not None}  # one pair per distinct false caption
-        if pairs:
-            negatives[image.path] = [{"caption": true, "negative": false} for false, true in pairs.items()]
-    plan.files["pretrain_negatives.json"] = negatives
+        made: dict[str, str] = {}
+        for _ in range(draws):
+            for subset in subsets:
+                pair = sugarcrepe_negative(image.scene, subset, rng)
+                if pair is not None:
+                    made[pair[1]] = pair[0]
+        if made:
+            pairs[image.path] = [{"caption": true, "negative": false} for false, true in made.items()]
+    return pairs
+
+
+def build_pretrain_negatives(plan: Plan) -> None:
+    """``pretrain_negatives.json``: one pair of each probe subset per pretraining image, for the extra ITM pairs
+    of ``data.itm_text_negatives`` (:func:`_training_pairs`)."""
+    plan.files["pretrain_negatives.json"] = _training_pairs(plan, "pretrain_negatives", SUBSETS, 1)
 
 
 BINDING_SUBSETS = ("replace_rel", "swap_obj", "swap_att")
@@ -200,24 +213,12 @@ BINDING_DRAWS = 6
 
 
 def build_binding_pairs(plan: Plan) -> None:
-    """``pretrain_binding_pairs.json``: for every pretraining image, :data:`BINDING_DRAWS` draws of a pair of
-    each of :data:`BINDING_SUBSETS`, one item per distinct false caption in the order of its first draw; a false
-    caption drawn again from another true caption (the reversed relation of one is the object swap of another)
-    keeps the true caption of its last draw."""
-    rng = plan.stream("pretrain_binding_pairs")
-    pairs: dict[str, list[dict[str, str]]] = {}
-    for image in plan.images:
-        if not image.path.startswith("images/pretrain/"):
-            continue
-        made: dict[str, str] = {}
-        for _ in range(BINDING_DRAWS):
-            for subset in BINDING_SUBSETS:
-                pair = sugarcrepe_negative(image.scene, subset, rng)
-                if pair is not None:
-                    made[pair[1]] = pair[0]
-        if made:
-            pairs[image.path] = [{"caption": true, "negative": false} for false, true in made.items()]
-    plan.files["pretrain_binding_pairs.json"] = pairs
+    """``pretrain_binding_pairs.json``: :data:`BINDING_DRAWS` rounds of a pair of each of
+    :data:`BINDING_SUBSETS` per pretraining image (:func:`_training_pairs`), for the ITM-only second
+    pretraining stage."""
+    plan.files["pretrain_binding_pairs.json"] = _training_pairs(
+        plan, "pretrain_binding_pairs", BINDING_SUBSETS, BINDING_DRAWS
+    )
 
 
 def build_probes(plan: Plan, spec: SizeSpec) -> None:
